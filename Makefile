@@ -1,0 +1,29 @@
+# One command per job on a fresh clone: `make test`, `make train`, `make bench`, `make notebooks`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+.PHONY: setup test lint train bench notebooks
+setup: $(VENV)/.installed
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+train: setup
+	$(PY) train.py
+
+bench: setup
+	$(PY) -m pytest bench --benchmark-json=bench/results/latest.json
+	$(PY) -m bench.report bench/results/latest.json
+
+notebooks: setup
+	$(PY) -m notebooks.run

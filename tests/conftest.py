@@ -1,0 +1,24 @@
+"""Shared test settings: paths to ../shared (real CUB images and Google checkpoints), skipped when absent."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CUB20 = SHARED / "data" / "cub20" / "CUB_200_2011"
+WEIGHTS = SHARED / "weights"
+
+requires_cub20 = pytest.mark.skipif(
+    not (CUB20 / "images.txt").exists(), reason=f"real CUB images not found at {CUB20} (../shared is absent)"
+)
+requires_weights = pytest.mark.skipif(
+    not WEIGHTS.is_dir(), reason=f"Google's MobileNet checkpoints not found at {WEIGHTS} (../shared is absent)"
+)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
