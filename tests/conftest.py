@@ -22,3 +22,19 @@ requires_weights = pytest.mark.skipif(
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """The built-in generated set at its default size (20 classes x 60 images, 128 px), made once per run."""
+    from data.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic_root(tmp_path_factory):
+    """A tiny generated set (4 classes x 6 images, 64 px) for fast plumbing tests."""
+    from data.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("tiny"), num_classes=4, images_per_class=6, image_size=64)

@@ -1,0 +1,228 @@
+"""CUB-200-2011 (Wah et al., 2011) from its official files.
+
+Layout under `root` (the folder holding `images.txt`):
+- `images.txt`              `<image_id> <relative path under images/>`
+- `image_class_labels.txt`  `<image_id> <class_id>`
+- `train_test_split.txt`    `<image_id> <1 = train, 0 = test>`
+- `classes.txt`             `<class_id> <NNN.Class_Name>`
+- `bounding_boxes.txt`      `<image_id> <x> <y> <width> <height>` in pixels (needed for `crop="bbox"`)
+
+Class ids need not start at 1 or be contiguous: labels are 0..K-1 in `classes.txt` order. Opening a
+dataset checks the metadata and that every listed image exists (cheap); decoding happens when an image is
+read. Every error names the file and, for metadata, the line.
+"""
+
+import re
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+SPLITS = ("train", "test")
+CROPS = ("none", "bbox")
+
+
+class CUBFormatError(ValueError):
+    """Malformed or inconsistent CUB metadata, or a listed image that is missing."""
+
+
+class ImageDecodeError(OSError):
+    """An image file that exists but cannot be decoded."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    image_id: int
+    path: Path
+    label: int
+    box: tuple[float, float, float, float] | None  # x, y, width, height in pixels
+
+
+def readable_class_name(folder_name: str) -> str:
+    """`001.Black_footed_Albatross` -> `Black-footed Albatross` (lower-case word after `_`: a hyphen)."""
+    name = re.sub(r"^\d+\.", "", folder_name)
+    name = re.sub(r"_(?=[a-z])", "-", name)
+    return name.replace("_", " ")
+
+
+def _read_table(path: Path, n_fields: int, convert: Callable[[list[str]], tuple]) -> dict[int, tuple]:
+    """Read `<id> <fields...>` lines into {id: converted fields}; errors name the file and line."""
+    if not path.is_file():
+        raise CUBFormatError(f"{path}: metadata file is missing")
+    table: dict[int, tuple] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            parts = line.split(maxsplit=n_fields)
+            if len(parts) != n_fields + 1:
+                raise CUBFormatError(f"{path}:{lineno}: expected {n_fields + 1} fields, got {line.strip()!r}")
+            try:
+                key = int(parts[0])
+                value = convert(parts[1:])
+            except ValueError as e:
+                raise CUBFormatError(f"{path}:{lineno}: malformed line {line.strip()!r} ({e})") from None
+            if key in table:
+                raise CUBFormatError(f"{path}:{lineno}: duplicate id {key}")
+            table[key] = value
+    return table
+
+
+def _check_same_ids(reference: dict, reference_path: Path, other: dict, other_path: Path) -> None:
+    if reference.keys() != other.keys():
+        only_ref = sorted(set(reference) - set(other))[:5]
+        only_other = sorted(set(other) - set(reference))[:5]
+        raise CUBFormatError(
+            f"{other_path}: image ids disagree with {reference_path.name} "
+            f"(missing here: {only_ref}, not in {reference_path.name}: {only_other})"
+        )
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Decode `path` as an RGB image, whatever its mode (L, CMYK, P, RGBA: transparency goes on white)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode == "P" and "transparency" in img.info:
+                img = img.convert("RGBA")
+            if img.mode in ("RGBA", "LA", "PA"):
+                background = Image.new("RGB", img.size, (255, 255, 255))
+                background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+                return background
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageDecodeError(f"cannot decode image {path}: {e}") from None
+
+
+def crop_to_box(img: Image.Image, box: tuple[float, float, float, float], margin: float) -> Image.Image:
+    """Crop to box (x, y, w, h) grown by `margin` x its size on each side, clipped to the image."""
+    x, y, w, h = box
+    left = max(0, int(round(x - margin * w)))
+    top = max(0, int(round(y - margin * h)))
+    right = min(img.width, int(round(x + w + margin * w)))
+    bottom = min(img.height, int(round(y + h + margin * h)))
+    if right <= left or bottom <= top:
+        return img
+    return img.crop((left, top, right, bottom))
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 tensor (3, H, W)."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+class CUB200(torch.utils.data.Dataset):
+    """CUB-200-2011 split as (image, label) pairs.
+
+    Args:
+        root: folder holding `images.txt` and `images/`.
+        split: "train" or "test" (the official split).
+        transform: applied to the uint8 (3, H, W) tensor of the RGB image; None returns the tensor.
+        crop: "none", or "bbox" to crop each image to its bounding box grown by `bbox_margin`.
+        classes: class ids (as in `classes.txt`) to keep, relabelled 0..k-1 in `classes.txt` order.
+        skip_unreadable: on an image that cannot be decoded, warn (with a running count) and return the
+            next readable sample instead of raising.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        crop: str = "none",
+        classes: Iterable[int] | None = None,
+        *,
+        bbox_margin: float = 0.1,
+        skip_unreadable: bool = False,
+    ) -> None:
+        root = Path(root)
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: CUB root folder does not exist")
+        self.root, self.split, self.transform, self.crop = root, split, transform, crop
+        self.bbox_margin, self.skip_unreadable = bbox_margin, skip_unreadable
+        self.unreadable: set[Path] = set()
+
+        class_table = _read_table(root / "classes.txt", 1, lambda p: (p[0].strip(),))
+        class_ids = list(class_table)
+        if classes is not None:
+            wanted = list(classes)
+            unknown = sorted(set(wanted) - set(class_ids))
+            if unknown:
+                raise ValueError(f"classes {unknown} are not in {root / 'classes.txt'}")
+            class_ids = [c for c in class_ids if c in set(wanted)]
+        self.class_ids = class_ids
+        self.class_folders = [class_table[c][0] for c in class_ids]
+        self.class_names = [readable_class_name(f) for f in self.class_folders]
+        label_of = {c: i for i, c in enumerate(class_ids)}
+
+        paths = _read_table(root / "images.txt", 1, lambda p: (p[0].strip(),))
+        labels = _read_table(root / "image_class_labels.txt", 1, lambda p: (int(p[0]),))
+        is_train = _read_table(root / "train_test_split.txt", 1, lambda p: (_zero_or_one(p[0]),))
+        _check_same_ids(paths, root / "images.txt", labels, root / "image_class_labels.txt")
+        _check_same_ids(paths, root / "images.txt", is_train, root / "train_test_split.txt")
+        boxes: dict[int, tuple] = {}
+        if crop == "bbox" or (root / "bounding_boxes.txt").exists():
+            boxes = _read_table(root / "bounding_boxes.txt", 4, lambda p: tuple(float(v) for v in p))
+            _check_same_ids(paths, root / "images.txt", boxes, root / "bounding_boxes.txt")
+        unknown_classes = sorted({c for (c,) in labels.values()} - set(class_table))
+        if unknown_classes:
+            raise CUBFormatError(
+                f"{root / 'image_class_labels.txt'}: class ids {unknown_classes[:5]} not in classes.txt"
+            )
+
+        samples = []
+        want_train = split == "train"
+        for image_id, (rel_path,) in paths.items():
+            (class_id,) = labels[image_id]
+            if is_train[image_id][0] != want_train or class_id not in label_of:
+                continue
+            path = root / "images" / rel_path
+            if not path.is_file():
+                raise CUBFormatError(f"{root / 'images.txt'}: image {image_id} is listed but missing: {path}")
+            samples.append(Sample(image_id, path, label_of[class_id], boxes.get(image_id)))
+        self.samples = samples
+
+    @property
+    def targets(self) -> list[int]:
+        return [s.label for s in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load_image(self, index: int) -> Image.Image:
+        """The RGB image of sample `index`, cropped to its box when `crop="bbox"`."""
+        sample = self.samples[index]
+        img = load_rgb(sample.path)
+        if self.crop == "bbox":
+            img = crop_to_box(img, sample.box, self.bbox_margin)
+        return img
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        for offset in range(len(self.samples)):
+            i = (index + offset) % len(self.samples)
+            try:
+                image = pil_to_tensor(self.load_image(i))
+            except ImageDecodeError as e:
+                if not self.skip_unreadable:
+                    raise
+                self.unreadable.add(self.samples[i].path)
+                warnings.warn(f"{e}; skipped ({len(self.unreadable)} unreadable image(s) so far)", stacklevel=2)
+                continue
+            if self.transform is not None:
+                image = self.transform(image)
+            return image, self.samples[i].label
+        raise ImageDecodeError(f"no readable image in {self.root} ({self.split})")
+
+
+def _zero_or_one(text: str) -> bool:
+    if text.strip() not in ("0", "1"):
+        raise ValueError(f"expected 0 or 1, got {text.strip()!r}")
+    return text.strip() == "1"

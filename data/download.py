@@ -1,0 +1,130 @@
+"""Download, verify and safely extract CUB-200-2011.
+
+`python -m data.download [--url URL] [--dest DIR] [--md5 HEX]` fetches the official tarball with a progress
+bar, resumes a partial download (`.part` file; HTTP Range requests, or skipping ahead for `file://` URLs),
+checks its MD5, and extracts it under DEST, refusing any member that would land outside DEST (absolute
+paths, `..`, links pointing outside, device files). A DEST that already holds the dataset is left alone.
+"""
+
+import argparse
+import hashlib
+import os
+import tarfile
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+CUB_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
+CUB_MD5 = "97eceeb196236b17998738112f37df78"
+CUB_BYTES = 1_150_585_339
+CHUNK = 1 << 20
+
+
+class UnsafeArchiveError(ValueError):
+    """A tar member that would be written outside the destination folder."""
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(url: str, target: Path, *, timeout: float = 60.0) -> Path:
+    """Download `url` to `target`, resuming from `target.part` if a partial download is there."""
+    part = target.with_name(target.name + ".part")
+    done = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url)
+    if done and url.startswith(("http://", "https://")):
+        request.add_header("Range", f"bytes={done}-")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        status = getattr(response, "status", None)
+        length = response.headers.get("Content-Length")
+        if status == 206:  # the server resumes for us
+            total = done + int(length) if length else None
+        else:  # a full body (a server without Range support, or a file:// URL): skip what we have
+            total = int(length) if length else None
+            skipped = 0
+            while skipped < done:
+                block = response.read(min(CHUNK, done - skipped))
+                if not block:
+                    break
+                skipped += len(block)
+            done = skipped
+        with (
+            open(part, "r+b" if done else "wb") as f,
+            tqdm(total=total, initial=done, unit="B", unit_scale=True, desc=target.name) as bar,
+        ):
+            f.seek(done)
+            f.truncate()
+            for block in iter(lambda: response.read(CHUNK), b""):
+                f.write(block)
+                bar.update(len(block))
+    os.replace(part, target)
+    return target
+
+
+def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
+    name = member.name
+    target = (dest / name).resolve()
+    if os.path.isabs(name) or ".." in Path(name).parts or not target.is_relative_to(dest):
+        raise UnsafeArchiveError(f"refusing to extract {name!r}: it would land outside {dest}")
+    if member.issym() or member.islnk():
+        link_base = target.parent if member.issym() else dest
+        link_target = (link_base / member.linkname).resolve()
+        if os.path.isabs(member.linkname) or not link_target.is_relative_to(dest):
+            raise UnsafeArchiveError(f"refusing to extract {name!r}: link to {member.linkname!r} points outside {dest}")
+    if member.isdev():
+        raise UnsafeArchiveError(f"refusing to extract {name!r}: device files are not allowed")
+
+
+def safe_extract(archive: Path, dest: Path) -> None:
+    """Extract `archive` into `dest` after checking every member stays inside it."""
+    dest = dest.resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        for member in members:
+            _check_member(member, dest)
+        tar.extractall(dest, members=members, filter="data")
+
+
+def download_cub(url: str = CUB_URL, dest: str | Path = "data", md5: str | None = CUB_MD5) -> Path:
+    """Make sure `dest/CUB_200_2011` holds the dataset; return that folder."""
+    dest = Path(dest)
+    root = dest / "CUB_200_2011"
+    if (root / "images.txt").is_file():
+        print(f"{root} already holds CUB-200-2011: nothing to do")
+        return root
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = dest / Path(urllib.request.url2pathname(url.split("?")[0])).name
+    if not archive.exists():
+        fetch(url, archive)
+    if md5:
+        actual = md5sum(archive)
+        if actual != md5.lower():
+            bad = archive.with_name(archive.name + ".bad")
+            os.replace(archive, bad)
+            raise ValueError(
+                f"{archive}: MD5 {actual} does not match the expected {md5}; moved to {bad}, download again"
+            )
+    safe_extract(archive, dest)
+    if not (root / "images.txt").is_file():
+        raise FileNotFoundError(f"{archive} did not contain CUB_200_2011/images.txt")
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Download and extract CUB-200-2011.")
+    parser.add_argument("--url", default=CUB_URL, help=f"tarball URL (default: {CUB_URL})")
+    parser.add_argument("--dest", default="data", help="folder to put CUB_200_2011/ in (default: data)")
+    parser.add_argument("--md5", default=CUB_MD5, help=f"expected MD5, '' to skip the check (default: {CUB_MD5})")
+    args = parser.parse_args(argv)
+    print(download_cub(args.url, args.dest, args.md5 or None))
+
+
+if __name__ == "__main__":
+    main()

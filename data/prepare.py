@@ -1,0 +1,239 @@
+"""The packed cache: a split decoded once into a memory-mapped uint8 array, so an epoch never decodes a JPEG.
+
+Each image is resized so its shorter side is `size` and its centre `size x size` square is kept (CUB birds are
+mostly centred and the eval crop is central anyway; random-resized crops then work on the square). The array
+`<split>.npy` (N, size, size, 3) sits beside `<split>.json`, the index: labels, class names, boxes in cache
+coordinates, and the signature of what it was built from (file list with sizes and modification times, size,
+crop, classes). `packed_dataset` rebuilds the cache when that signature changes instead of reusing it.
+The array is opened with `mmap_mode="r"`: pages come from the OS page cache on demand, so a training run's
+own (anonymous) memory does not grow with the size of the cache file.
+
+`python -m data.prepare --root ROOT --size 256` builds the caches of both splits;
+`python -m data.prepare --root ROOT --stats` prints the training split's per-channel mean and std.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.cub import CUB200, ImageDecodeError, pil_to_tensor
+from data.transforms import center_crop, resize_shorter
+
+CACHE_VERSION = 1
+DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "packed"
+
+
+def _signature(dataset: CUB200, size: int) -> dict:
+    files = []
+    for sample in dataset.samples:
+        stat = sample.path.stat()
+        files.append([str(sample.path.relative_to(dataset.root)), stat.st_size, stat.st_mtime_ns])
+    return {
+        "version": CACHE_VERSION,
+        "root": str(dataset.root.resolve()),
+        "split": dataset.split,
+        "size": size,
+        "crop": dataset.crop,
+        "bbox_margin": dataset.bbox_margin,
+        "class_ids": dataset.class_ids,
+        "files": files,
+    }
+
+
+def _cache_paths(dataset: CUB200, size: int, cache_dir: Path) -> tuple[Path, Path]:
+    key = hashlib.sha256(f"{dataset.root.resolve()}|{dataset.crop}|{dataset.class_ids}".encode()).hexdigest()[:12]
+    folder = cache_dir / key
+    stem = f"{dataset.split}-{size}"
+    return folder / f"{stem}.npy", folder / f"{stem}.json"
+
+
+def _pack_box(box, height: int, width: int, size: int) -> list[float] | None:
+    """Map a box (x, y, w, h) of the original image into the packed square's coordinates (clipped)."""
+    if box is None:
+        return None
+    scale = size / min(height, width)
+    off_x, off_y = (round(width * scale) - size) // 2, (round(height * scale) - size) // 2
+    x0 = min(max(box[0] * scale - off_x, 0), size)
+    y0 = min(max(box[1] * scale - off_y, 0), size)
+    x1 = min(max((box[0] + box[2]) * scale - off_x, 0), size)
+    y1 = min(max((box[1] + box[3]) * scale - off_y, 0), size)
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+class _PackSource(torch.utils.data.Dataset):
+    """Decodes and packs each image of a CUB200 (for a DataLoader with workers); None marks unreadable."""
+
+    def __init__(self, dataset: CUB200, size: int) -> None:
+        self.dataset, self.size = dataset, size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            image = pil_to_tensor(self.dataset.load_image(index))
+        except ImageDecodeError as e:
+            return index, None, str(e)
+        height, width = image.shape[-2:]
+        packed = center_crop(resize_shorter(image, self.size), self.size)
+        box = _pack_box(self.dataset.samples[index].box, height, width, self.size)
+        return index, packed.permute(1, 2, 0).numpy(), box
+
+
+def build_cache(dataset: CUB200, size: int = 256, cache_dir: str | Path = DEFAULT_CACHE_DIR, workers: int = 2) -> Path:
+    """Pack `dataset` (no transform) into `<cache_dir>/<key>/<split>-<size>.npy`; return the index path."""
+    if dataset.transform is not None:
+        raise ValueError("build_cache needs a dataset without transform")
+    array_path, index_path = _cache_paths(dataset, size, Path(cache_dir))
+    array_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_array = array_path.with_suffix(".npy.tmp")
+    array = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=np.uint8, shape=(len(dataset), size, size, 3))
+    keep = np.ones(len(dataset), dtype=bool)
+    boxes: list = [None] * len(dataset)
+    loader = torch.utils.data.DataLoader(
+        _PackSource(dataset, size), batch_size=None, num_workers=workers, collate_fn=lambda x: x
+    )
+    for index, pixels, box in loader:
+        if pixels is None:
+            if not dataset.skip_unreadable:
+                raise ImageDecodeError(box)
+            keep[index] = False
+            warnings.warn(f"{box}; left out of the cache ({int((~keep).sum())} unreadable so far)", stacklevel=2)
+            continue
+        array[index] = pixels
+        boxes[index] = box
+    array.flush()
+    del array
+    if not keep.all():  # drop unreadable rows
+        full = np.load(tmp_array, mmap_mode="r")
+        np.save(tmp_array.with_suffix(".tmp2.npy"), full[keep])
+        del full
+        os.replace(tmp_array.with_suffix(".tmp2.npy"), tmp_array)
+    kept = [i for i in range(len(dataset)) if keep[i]]
+    index = {
+        "signature": _signature(dataset, size),
+        "class_names": dataset.class_names,
+        "labels": [dataset.samples[i].label for i in kept],
+        "boxes": [boxes[i] for i in kept],
+        "paths": [str(dataset.samples[i].path) for i in kept],
+    }
+    os.replace(tmp_array, array_path)
+    tmp_index = index_path.with_suffix(".json.tmp")
+    tmp_index.write_text(json.dumps(index), encoding="utf-8")
+    os.replace(tmp_index, index_path)
+    return index_path
+
+
+class PackedDataset(torch.utils.data.Dataset):
+    """(image, label) pairs from a packed cache; images are uint8 (3, size, size) tensors before `transform`."""
+
+    def __init__(self, index_path: str | Path, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        index_path = Path(index_path)
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        self.index_path = index_path
+        self.images = np.load(index_path.with_suffix(".npy"), mmap_mode="r")
+        self.labels: list[int] = index["labels"]
+        self.boxes = index["boxes"]
+        self.paths = index["paths"]
+        self.class_names: list[str] = index["class_names"]
+        self.transform = transform
+        if len(self.images) != len(self.labels):
+            raise ValueError(
+                f"{index_path}: {len(self.labels)} labels for {len(self.images)} images; rebuild the cache"
+            )
+
+    @property
+    def targets(self) -> list[int]:
+        return self.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.labels[index]
+
+
+def packed_dataset(
+    dataset: CUB200,
+    transform: Callable | None = None,
+    *,
+    size: int = 256,
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    workers: int = 2,
+    log: Callable[[str], None] = print,
+) -> PackedDataset:
+    """The packed cache of `dataset` (built or rebuilt when missing or stale), with `transform`."""
+    _, index_path = _cache_paths(dataset, size, Path(cache_dir))
+    if index_path.exists():
+        stored = json.loads(index_path.read_text(encoding="utf-8"))["signature"]
+        if stored == _signature(dataset, size):
+            return PackedDataset(index_path, transform)
+        log(f"packed cache {index_path} is stale (its source changed): rebuilding")
+    else:
+        log(f"building packed cache {index_path} ({len(dataset)} images at {size}px)")
+    source = CUB200(
+        dataset.root,
+        dataset.split,
+        crop=dataset.crop,
+        classes=dataset.class_ids,
+        bbox_margin=dataset.bbox_margin,
+        skip_unreadable=dataset.skip_unreadable,
+    )
+    return PackedDataset(build_cache(source, size, cache_dir, workers), transform)
+
+
+def channel_stats(images: Iterable[torch.Tensor]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std over all pixels of uint8 (3, H, W) images, on the [0, 1] scale."""
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    count = 0
+    for image in images:
+        x = image.to(torch.float64).div_(255).flatten(1)
+        total += x.sum(1)
+        total_sq += (x * x).sum(1)
+        count += x.shape[1]
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp_min(0).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Build the packed cache of a CUB-layout dataset, or print its statistics."
+    )
+    parser.add_argument("--root", required=True, help="CUB root (the folder holding images.txt)")
+    parser.add_argument("--size", type=int, default=256, help="side of the packed squares (default: 256)")
+    parser.add_argument("--splits", nargs="+", default=["train", "test"], help="splits to pack (default: train test)")
+    parser.add_argument("--crop", choices=["none", "bbox"], default="none", help="pack box crops (default: none)")
+    parser.add_argument(
+        "--cache-dir", default=str(DEFAULT_CACHE_DIR), help=f"cache folder (default: {DEFAULT_CACHE_DIR})"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="decoding processes (default: 2)")
+    parser.add_argument("--stats", action="store_true", help="print the training split's mean/std as JSON instead")
+    args = parser.parse_args(argv)
+    if args.stats:
+        packed = packed_dataset(
+            CUB200(args.root, "train", crop=args.crop), size=args.size, cache_dir=args.cache_dir, workers=args.workers
+        )
+        mean, std = channel_stats(packed[i][0] for i in range(len(packed)))
+        print(json.dumps({"mean": [round(m, 4) for m in mean], "std": [round(s, 4) for s in std]}))
+        return
+    for split in args.splits:
+        packed = packed_dataset(
+            CUB200(args.root, split, crop=args.crop), size=args.size, cache_dir=args.cache_dir, workers=args.workers
+        )
+        print(f"{split}: {len(packed)} images -> {packed.index_path}")
+
+
+if __name__ == "__main__":
+    main()

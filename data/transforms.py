@@ -1,0 +1,215 @@
+"""Hand-written preprocessing on uint8 (3, H, W) tensors (no torchvision).
+
+The JPEG path (decode -> tensor) and the packed cache (memory-mapped uint8 -> tensor) share these, so both
+deliver identical pipelines. Randomness draws from torch's global generator, so `torch.manual_seed` (and the
+DataLoader's per-worker seeding) makes it reproducible.
+
+- train: random-resized crop (Szegedy et al. 2015: area fraction `scale`, aspect ratio `ratio`), horizontal
+  flip, optional colour jitter (brightness, contrast, saturation), normalization.
+- eval: resize the shorter side to resolution / 0.875, centre crop, normalization.
+"""
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Google's TensorFlow checkpoints expect RGB scaled to [-1, 1]: (x - 127.5) / 127.5.
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "inception": (INCEPTION_MEAN, INCEPTION_STD)}
+EVAL_CROP_FRACTION = 0.875
+
+
+def _check_image(x: torch.Tensor) -> None:
+    if x.dim() != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) image tensor, got shape {tuple(x.shape)}")
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (antialiased when shrinking, like PIL) of a (3, H, W) tensor; keeps the dtype."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    out = F.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    if x.dtype == torch.uint8:
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def resize_shorter(x: torch.Tensor, shorter: int) -> torch.Tensor:
+    height, width = x.shape[-2:]
+    scale = shorter / min(height, width)
+    return resize(x, (max(1, round(height * scale)), max(1, round(width * scale))))
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    height, width = x.shape[-2:]
+    if height < size or width < size:
+        x = resize_shorter(x, size)
+        height, width = x.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return x[:, top : top + size, left : left + size]
+
+
+class Compose:
+    def __init__(self, transforms: Sequence[Callable]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for transform in self.transforms:
+            x = transform(x)
+        return x
+
+    def __repr__(self) -> str:
+        return "Compose(" + ", ".join(repr(t) for t in self.transforms) + ")"
+
+
+class RandomResizedCrop:
+    """Crop a random area fraction in `scale` with aspect ratio in `ratio` (log-uniform), resize to `size`."""
+
+    def __init__(
+        self, size: int, scale: tuple[float, float] = (0.25, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    ) -> None:
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
+        if not 0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio}")
+        self.size, self.scale, self.ratio = size, scale, ratio
+
+    def params(self, height: int, width: int) -> tuple[int, int, int, int]:
+        area = height * width
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target_area = area * torch.empty(1).uniform_(*self.scale).item()
+            aspect = math.exp(torch.empty(1).uniform_(*log_ratio).item())
+            w = round(math.sqrt(target_area * aspect))
+            h = round(math.sqrt(target_area / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(torch.randint(0, height - h + 1, (1,)).item())
+                left = int(torch.randint(0, width - w + 1, (1,)).item())
+                return top, left, h, w
+        # Fallback: the largest centred crop within the ratio range.
+        in_ratio = width / height
+        if in_ratio < self.ratio[0]:
+            w, h = width, round(width / self.ratio[0])
+        elif in_ratio > self.ratio[1]:
+            h, w = height, round(height * self.ratio[1])
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image(x)
+        top, left, h, w = self.params(*x.shape[-2:])
+        return resize(x[:, top : top + h, left : left + w], (self.size, self.size))
+
+    def __repr__(self) -> str:
+        return f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio})"
+
+
+class RandomHorizontalFlip:
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(-1) if torch.rand(1).item() < self.p else x
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip(p={self.p})"
+
+
+class ResizeCenterCrop:
+    """Eval: resize the shorter side to size / crop_fraction, then take the centre size x size."""
+
+    def __init__(self, size: int, crop_fraction: float = EVAL_CROP_FRACTION) -> None:
+        self.size, self.crop_fraction = size, crop_fraction
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image(x)
+        return center_crop(resize_shorter(x, round(self.size / self.crop_fraction)), self.size)
+
+    def __repr__(self) -> str:
+        return f"ResizeCenterCrop(size={self.size}, crop_fraction={self.crop_fraction})"
+
+
+class ToFloat:
+    """uint8 [0, 255] -> float32 [0, 1]."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+
+    def __repr__(self) -> str:
+        return "ToFloat()"
+
+
+class ColorJitter:
+    """Random brightness, contrast and saturation factors in [1 - s, 1 + s], in random order, on [0, 1] floats."""
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0) -> None:
+        self.strengths = {"brightness": brightness, "contrast": contrast, "saturation": saturation}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for i in torch.randperm(3).tolist():
+            name = ("brightness", "contrast", "saturation")[i]
+            strength = self.strengths[name]
+            if strength <= 0:
+                continue
+            factor = torch.empty(1).uniform_(max(0.0, 1 - strength), 1 + strength).item()
+            if name == "brightness":
+                x = x * factor
+            else:
+                gray = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+                reference = gray.mean() if name == "contrast" else gray
+                x = reference + factor * (x - reference)
+            x = x.clamp(0, 1)
+        return x
+
+    def __repr__(self) -> str:
+        return "ColorJitter(" + ", ".join(f"{k}={v}" for k, v in self.strengths.items()) + ")"
+
+
+class Normalize:
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
+def train_transform(
+    resolution: int,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    scale: tuple[float, float] = (0.25, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    hflip: float = 0.5,
+    color_jitter: float = 0.0,
+) -> Compose:
+    """Training augmentation: random-resized crop, flip, optional colour jitter, normalization."""
+    steps: list[Callable] = [RandomResizedCrop(resolution, scale, ratio)]
+    if hflip > 0:
+        steps.append(RandomHorizontalFlip(hflip))
+    steps.append(ToFloat())
+    if color_jitter > 0:
+        steps.append(ColorJitter(color_jitter, color_jitter, color_jitter))
+    steps.append(Normalize(mean, std))
+    return Compose(steps)
+
+
+def eval_transform(
+    resolution: int,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    crop_fraction: float = EVAL_CROP_FRACTION,
+) -> Compose:
+    """Evaluation: resize the shorter side to resolution / crop_fraction, centre crop, normalization."""
+    return Compose([ResizeCenterCrop(resolution, crop_fraction), ToFloat(), Normalize(mean, std)])
