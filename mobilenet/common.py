@@ -4,6 +4,8 @@
 import torch
 from torch import nn
 
+from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
 
 class MobileNetBase(nn.Module):
     """Base of both models. Subclasses build `self.features` and call `_build_head` and `init_weights`.
@@ -15,8 +17,12 @@ class MobileNetBase(nn.Module):
     config: dict
     features: nn.Sequential
     num_features: int
+    # What the weights expect as input: the training resolution and the normalization. Pretrained
+    # loaders set it; checkpoints store it, so evaluation and prediction apply the right one.
+    data_config: dict
 
     def _build_head(self, num_features: int, num_classes: int, dropout: float) -> None:
+        self.data_config = {"resolution": 224, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         self.num_features = num_features
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)

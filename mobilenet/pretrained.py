@@ -1,0 +1,146 @@
+"""Pretrained starting points, and batch-norm re-estimation for weights whose batch norm was folded away.
+
+`load_pretrained(spec, num_classes=K)` accepts:
+- a `.tflite` file of Google's (any V1/V2 width and resolution; see `mobilenet.tflite`);
+- a torchvision `mobilenet_v2` `.pth` state_dict, or a timm `mobilenetv1_100` `.pth` / `.safetensors`;
+- the word `imagenet`: torchvision's official `mobilenet_v2-b0353104.pth`, downloaded through
+  `torch.hub.load_state_dict_from_url` with its hash check (offline: an error naming the URL and the local
+  path to put the file at).
+
+Why `calibrate_batchnorm`: Google's graphs have batch norm folded into each convolution, so the import puts
+the folded bias into an identity batch norm (mean 0, var 1). That is exact in eval mode, but in train mode
+batch norm normalises by the batch statistics of the conv output, which for these folded kernels are far
+from (0, 1): every channel gets rescaled and fine-tuning starts from a broken network (measured by a peer
+implementation on CUB: loss stuck at ln K). Re-estimating each batch norm on real images (running mean/var
+= the conv output's statistics, then gamma and beta chosen so that the eval function is unchanged) makes the
+batch statistics land near the running ones, and fine-tuning starts from the pretrained function.
+"""
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mobilenet.common import MobileNetBase
+from mobilenet.factory import create_model
+from mobilenet.interop import load_timm_mobilenetv1, load_torchvision_mobilenet_v2
+from mobilenet.tflite import V2_WIDTHS, load_tflite
+
+IMAGENET_URL = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], num_batches: int = 10) -> int:
+    """Re-estimate every BatchNorm2d's running statistics on `batches` without changing the eval function.
+
+    For each batch norm, with a * x + b its current eval-mode affine map and (m, v) the mean and variance of
+    its input over the batches: running_mean = m, running_var = v, gamma = a * sqrt(v + eps), beta = b + a * m.
+    Returns the number of images used.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    sums: dict[nn.Module, list[torch.Tensor]] = {}
+
+    def hook(module, inputs, output):
+        x = inputs[0].double()
+        stats = sums.setdefault(module, [torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)] * 2 + [0])
+        stats[0] = stats[0] + x.sum((0, 2, 3))
+        stats[1] = stats[1] + (x * x).sum((0, 2, 3))
+        stats[2] += x.shape[0] * x.shape[2] * x.shape[3]
+
+    handles = [m.register_forward_hook(hook) for m in norms]
+    was_training = model.training
+    model.eval()  # statistics of the current (pretrained) function
+    images = 0
+    device = next(model.parameters()).device
+    try:
+        for i, batch in enumerate(batches):
+            if i >= num_batches:
+                break
+            model(batch.to(device))
+            images += batch.shape[0]
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if images == 0:
+        raise ValueError("calibrate_batchnorm got no batches")
+    for bn in norms:
+        total, total_sq, count = sums[bn]
+        mean = total / count
+        var = (total_sq / count - mean**2).clamp_min(0)
+        scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+        shift = bn.bias.double() - scale * bn.running_mean.double()
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+        bn.weight.copy_(scale * (var + bn.eps).sqrt())
+        bn.bias.copy_(shift + scale * mean)
+    return images
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable PyTorch state_dict ({type(e).__name__}: {e})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state_dict, found {type(state).__name__}")
+    return state
+
+
+def from_state_dict(state: dict[str, torch.Tensor], source: str) -> MobileNetBase:
+    """Our model from a torchvision `mobilenet_v2` or timm `mobilenetv1_100` state_dict (layout detected)."""
+    if "features.0.0.weight" in state and "classifier.1.weight" in state:
+        classes = state["classifier.1.weight"].shape[0]
+        last_block = state["features.17.conv.2.weight"].shape[0] if "features.17.conv.2.weight" in state else 320
+        widths = sorted(V2_WIDTHS, key=lambda w: abs(w - last_block / 320))
+        error: Exception | None = None
+        for width in widths:
+            try:
+                return load_torchvision_mobilenet_v2(create_model("v2", width_mult=width, num_classes=classes), state)
+            except (KeyError, ValueError) as e:
+                error = error or e
+        raise ValueError(f"{source}: torchvision mobilenet_v2 layout, but no width fits: {error}")
+    if "conv_stem.weight" in state and "blocks.0.0.conv_dw.weight" in state:
+        classes = state["classifier.weight"].shape[0]
+        width = state["conv_stem.weight"].shape[0] / 32
+        return load_timm_mobilenetv1(create_model("v1", width_mult=width, num_classes=classes), state)
+    raise ValueError(
+        f"{source}: neither torchvision's mobilenet_v2 layout (features.0.0.weight, classifier.1.weight) "
+        f"nor timm's mobilenetv1_100 layout (conv_stem.weight, blocks.0.0.conv_dw.weight)"
+    )
+
+
+def _imagenet_state_dict() -> dict[str, torch.Tensor]:
+    filename = IMAGENET_URL.rsplit("/", 1)[1]
+    local = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    try:
+        return torch.hub.load_state_dict_from_url(IMAGENET_URL, map_location="cpu", check_hash=True, weights_only=True)
+    except OSError as e:  # URLError is an OSError: no network, DNS failure, refused connection
+        raise RuntimeError(
+            f"could not download {IMAGENET_URL} ({e}); on a machine without internet, put the file at {local}"
+        ) from None
+
+
+def load_pretrained(spec: str | Path, *, num_classes: int | None = None) -> MobileNetBase:
+    """A pretrained model from `spec` (see the module docstring); `num_classes` K gives a fresh K-way head."""
+    if str(spec) == "imagenet":
+        model = from_state_dict(_imagenet_state_dict(), "imagenet")
+        model.pretrained_source = IMAGENET_URL
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"--pretrained {spec}: no such file (or use 'imagenet')")
+        if path.suffix == ".tflite":
+            return load_tflite(path, num_classes=num_classes)
+        model = from_state_dict(_load_state_dict(path), str(path))
+        model.pretrained_source = str(path)
+    if num_classes is not None:
+        model.reset_classifier(num_classes)
+    return model.eval()
