@@ -4,11 +4,12 @@ On a machine without CUB, `python train.py` still has a real fine-grained task t
 figures drawn with PIL whose classes share body shape and plumage colours and differ only in a few small
 attributes, as real species do:
 
-- bill length (short / long), crown patch colour (red / yellow / blue / white),
-- wing bar (absent / white), eye ring (absent / white), tail (square / forked), breast streaks (no / yes).
+- crown patch colour (red / yellow / blue / white / black), wing bar (absent / white), bill (short / long),
+- and, as further classes need them, eye ring (absent / white), tail (square / forked), breast streaks.
 
-Class k gets the k-th combination, with the later attributes varying fastest, so most classes have a
-neighbour that differs in a single attribute. Every image draws its own pose (facing left or right, tilt),
+Class k gets the k-th combination, crown colour varying fastest, then wing bar and bill: the default 20
+classes are exactly 5 crowns x wing bar x bill, so every class has neighbours that differ in one attribute,
+and the attributes that do not define a class (eye ring, tail, streaks) vary from image to image. Every image draws its own pose (facing left or right, tilt),
 scale, position, body colour from a palette shared by all classes, lighting and a cluttered background of
 branches, leaves and blobs, so that no class is recognisable from raw pixels: a nearest-class-mean
 classifier on 16x16 thumbnails stays near chance (tested), while a CNN learns the attributes.
@@ -27,7 +28,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-CROWN_COLOURS = {"Red": (200, 30, 30), "Yellow": (235, 200, 30), "Blue": (40, 80, 210), "White": (240, 240, 240)}
+CROWN_COLOURS = {
+    "Red": (200, 30, 30),
+    "Yellow": (235, 200, 30),
+    "Blue": (40, 80, 210),
+    "White": (240, 240, 240),
+    "Black": (25, 25, 25),
+}
 # Plumage shared by all classes (olive, brown, grey, buff, slate): colour alone never tells the class.
 BODY_PALETTE = [(110, 105, 60), (120, 85, 55), (125, 125, 120), (175, 150, 110), (85, 95, 110)]
 ATTRIBUTES = ("crown", "long_bill", "wing_bar", "eye_ring", "forked_tail", "streaked")
@@ -35,21 +42,40 @@ SUPERSAMPLE = 2
 
 
 def class_attributes(num_classes: int) -> list[dict]:
-    """The attribute combination of each class, first varying the last attributes."""
-    combos = list(
-        itertools.product(CROWN_COLOURS, (False, True), (False, True), (False, True), (False, True), (False, True))
-    )
-    if num_classes > len(combos):
-        raise ValueError(f"num_classes must be at most {len(combos)}, got {num_classes}")
-    return [dict(zip(ATTRIBUTES, c)) for c in combos[:num_classes]]
+    """The class-defining attributes of each class (an attribute that no two classes differ in is left out).
+
+    Combinations are enumerated with the crown colour varying fastest, then wing bar, bill, eye ring, tail and
+    streaks: the default 20 classes are the 5 crowns x wing bar x bill, and the other attributes vary freely
+    from image to image (intra-class variation). More classes bring in eye ring, tail and streaks.
+    """
+    order = ("streaked", "forked_tail", "eye_ring", "long_bill", "wing_bar", "crown")  # last varies fastest
+    values = [(False, True)] * 5 + [tuple(CROWN_COLOURS)]
+    combos = [dict(zip(order, c)) for c in itertools.product(*values)]
+    if not 1 <= num_classes <= len(combos):
+        raise ValueError(f"num_classes must be in [1, {len(combos)}], got {num_classes}")
+    chosen = combos[:num_classes]
+    defining = [a for a in ATTRIBUTES if len({c[a] for c in chosen}) > 1]
+    return [{a: c[a] for a in defining} for c in chosen]
+
+
+def _resolve(attrs: dict, rng: np.random.Generator) -> dict:
+    """Fill the attributes that do not define the class with per-image random values."""
+    full = dict(attrs)
+    for a in ATTRIBUTES:
+        if a not in full:
+            full[a] = (
+                list(CROWN_COLOURS)[rng.integers(len(CROWN_COLOURS))] if a == "crown" else bool(rng.random() < 0.5)
+            )
+    return full
 
 
 def class_folder_name(index: int, attrs: dict) -> str:
-    parts = [f"{attrs['crown']}_crowned", "Long_billed" if attrs["long_bill"] else "Short_billed"]
-    parts += ["Bar_winged"] if attrs["wing_bar"] else []
-    parts += ["Ring_eyed"] if attrs["eye_ring"] else []
-    parts += ["Fork_tailed"] if attrs["forked_tail"] else []
-    parts += ["Streaked"] if attrs["streaked"] else []
+    parts = [f"{attrs['crown']}_crowned"] if "crown" in attrs else []
+    parts += [("Long" if attrs["long_bill"] else "Short") + "_billed"] if "long_bill" in attrs else []
+    parts += ["Bar_winged"] if attrs.get("wing_bar") else []
+    parts += ["Ring_eyed"] if attrs.get("eye_ring") else []
+    parts += ["Fork_tailed"] if attrs.get("forked_tail") else []
+    parts += ["Streaked"] if attrs.get("streaked") else []
     return f"{index + 1:03d}." + "_".join(parts) + "_Finch"
 
 
@@ -63,7 +89,7 @@ def _draw_background(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: 
     for y in range(size):
         t = y / (size - 1)
         draw.line([(0, y), (size, y)], fill=tuple(int(v) for v in (1 - t) * top + t * bottom))
-    for _ in range(rng.integers(6, 14)):  # blobs and leaves
+    for _ in range(rng.integers(4, 10)):  # blobs and leaves
         x, y = rng.uniform(0, size, 2)
         rx, ry = rng.uniform(0.03, 0.15, 2) * size
         fill = tuple(int(v) for v in rng.integers(20, 230, 3))
@@ -76,9 +102,9 @@ def _draw_background(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: 
 
 def _draw_bird(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, attrs: dict) -> tuple[float, ...]:
     """Draw one bird; returns its bounding box (x0, y0, x1, y1) in pixels of the drawing."""
-    r = rng.uniform(0.15, 0.21) * size  # body half-length
-    cx = rng.uniform(0.32, 0.68) * size
-    cy = rng.uniform(0.38, 0.62) * size
+    r = rng.uniform(0.2, 0.25) * size  # body half-length
+    cx = rng.uniform(0.4, 0.6) * size
+    cy = rng.uniform(0.42, 0.58) * size
     facing = 1 if rng.random() < 0.5 else -1
     tilt = math.radians(rng.uniform(-20, 20))
     cos_t, sin_t = math.cos(tilt), math.sin(tilt)
@@ -109,12 +135,12 @@ def _draw_bird(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, a
     draw.polygon(ellipse(0.1, 0.25, 0.7, 0.33), fill=belly)
     if attrs["streaked"]:
         for du in (-0.2, 0.1, 0.4):
-            draw.line([at(du, 0.12), at(du - 0.08, 0.45)], fill=dark, width=max(1, int(0.07 * r)))
+            draw.line([at(du, 0.1), at(du - 0.1, 0.5)], fill=dark, width=max(2, int(0.1 * r)))
     draw.polygon(ellipse(-0.2, -0.1, 0.6, 0.3), fill=dark)
     if attrs["wing_bar"]:
-        draw.line([at(-0.35, -0.3), at(-0.1, 0.15)], fill=(245, 245, 235), width=max(2, int(0.13 * r)))
+        draw.line([at(-0.4, -0.35), at(-0.05, 0.2)], fill=(245, 245, 235), width=max(2, int(0.18 * r)))
     head_u, head_v, head_r = 0.85, -0.55, 0.42
-    bill = 0.95 if attrs["long_bill"] else 0.35
+    bill = 1.1 if attrs["long_bill"] else 0.3
     bill_colour = _jitter_colour(rng, (50, 45, 40), 25)
     draw.polygon(
         [at(head_u + 0.3, head_v - 0.12), at(head_u + 0.35 + bill, head_v + 0.05), at(head_u + 0.3, head_v + 0.15)],
@@ -128,7 +154,7 @@ def _draw_bird(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, a
     )
     eye_u, eye_v = head_u + 0.15, head_v - 0.02
     if attrs["eye_ring"]:
-        draw.polygon(ellipse(eye_u, eye_v, 0.15, 0.15, 12), fill=(250, 250, 250))
+        draw.polygon(ellipse(eye_u, eye_v, 0.22, 0.22, 12), fill=(250, 250, 250))
     draw.polygon(ellipse(eye_u, eye_v, 0.08, 0.08, 10), fill=(10, 10, 10))
     xs, ys = zip(*points_drawn)
     return min(xs), min(ys), max(xs), max(ys)
@@ -169,7 +195,7 @@ def generate(
         for i in range(images_per_class):
             image_id += 1
             rng = np.random.default_rng([seed, k, i])
-            img, box = draw_image(attrs, image_size, rng)
+            img, box = draw_image(_resolve(attrs, rng), image_size, rng)
             rel = f"{folder}/{folder.split('.', 1)[1]}_{i + 1:04d}.jpg"
             img.save(out / "images" / rel, quality=92)
             images.append(f"{image_id} {rel}")

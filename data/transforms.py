@@ -135,6 +135,20 @@ class ResizeCenterCrop:
         return f"ResizeCenterCrop(size={self.size}, crop_fraction={self.crop_fraction})"
 
 
+class Resize:
+    """Resize the whole image to size x size, ignoring its aspect ratio (the "full image" test view)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image(x)
+        return resize(x, (self.size, self.size))
+
+    def __repr__(self) -> str:
+        return f"Resize(size={self.size})"
+
+
 class ToFloat:
     """uint8 [0, 255] -> float32 [0, 1]."""
 

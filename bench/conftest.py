@@ -1,0 +1,49 @@
+"""Settings for `pytest bench`: the default grid runs in minutes on 2 cores; FGM_BENCH_FULL=1 runs all of it.
+
+Every benchmark records the machine, torch version, threads, dtype, layout and batch in `extra_info`, so that
+`python -m bench.report` can lay the JSON out as a table without guessing.
+"""
+
+import os
+import platform
+
+import pytest
+import torch
+
+FULL = os.environ.get("FGM_BENCH_FULL", "") not in ("", "0")
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "machine": f"{cpu} ({os.cpu_count()} cores)",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _allocator():
+    from training.runtime import tune_malloc
+
+    tune_malloc()  # as train.py and evaluate.py do: measured effect in the README
+
+
+@pytest.fixture
+def record(benchmark):
+    """Set extra_info with the machine facts plus the given fields."""
+
+    def _record(**fields):
+        benchmark.extra_info.update(machine_info())
+        benchmark.extra_info.update(fields)
+
+    return _record
+
+
+def rounds(default: int, full: int) -> int:
+    return full if FULL else default

@@ -1,0 +1,62 @@
+"""Layer level: a standard 3x3 convolution against the depthwise-separable pair of the same shape.
+
+For every distinct layer shape of V1 Table 1 (and the V2 bottleneck depthwise/pointwise shapes): MACs from
+fvcore and from the paper's formulas (asserted equal), and the latency of each, in NCHW and channels_last.
+`python -m bench.report` pairs them into MAC ratios and latency ratios.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from bench.conftest import FULL
+from layers import depthwise_separable_conv_macs, standard_conv_macs
+from mobilenet.flops import count_macs
+
+# (input channels M, output channels N, output size D_F, stride) of each depthwise-separable layer of
+# V1 Table 1 at 224 (distinct shapes only; the 5x repeated 512 layer appears once).
+V1_SHAPES = [(32, 64, 112, 1), (64, 128, 56, 2), (128, 128, 56, 1), (128, 256, 28, 2), (256, 256, 28, 1),
+             (256, 512, 14, 2), (512, 512, 14, 1), (512, 1024, 7, 2), (1024, 1024, 7, 1)]  # fmt: skip
+# V2 bottlenecks as (hidden channels of the depthwise conv, output channels, output size, stride).
+V2_SHAPES = [(96, 24, 56, 2), (144, 32, 28, 2), (192, 64, 14, 2), (384, 96, 14, 1), (576, 160, 7, 2), (960, 320, 7, 1)]
+SHAPES = [("v1", *s) for s in V1_SHAPES] + [("v2", *s) for s in V2_SHAPES]
+DEFAULT_SHAPES = SHAPES if FULL else [s for s in SHAPES if s[0] == "v1"] + SHAPES[-2:]
+
+
+def build(kind: str, m: int, n: int, stride: int) -> nn.Module:
+    if kind == "standard":
+        return nn.Conv2d(m, n, 3, stride, 1, bias=False)
+    if kind == "separable":
+        return nn.Sequential(nn.Conv2d(m, m, 3, stride, 1, groups=m, bias=False), nn.Conv2d(m, n, 1, bias=False))
+    if kind == "depthwise":
+        return nn.Conv2d(m, m, 3, stride, 1, groups=m, bias=False)
+    return nn.Conv2d(m, n, 1, bias=False)  # pointwise
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("kind", ["standard", "separable", "depthwise", "pointwise"])
+@pytest.mark.parametrize("table, m, n, size, stride", DEFAULT_SHAPES, ids=lambda v: str(v))
+def test_layer_latency(benchmark, record, table, m, n, size, stride, kind, layout):
+    if layout == "channels_last" and kind in ("standard", "separable") and not FULL:
+        pytest.skip("the pair in channels_last runs with FGM_BENCH_FULL=1; its parts run by default")
+    torch.manual_seed(0)
+    module = build(kind, m, n, stride).eval()
+    in_size = size * stride
+    x = torch.randn(1, m, in_size, in_size)
+    if kind == "pointwise":
+        x = torch.randn(1, m, size, size)
+    if layout == "channels_last":
+        module = module.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    macs, _ = count_macs(module, x.shape[-1], in_channels=m)
+    formula = {
+        "standard": standard_conv_macs(3, m, n, size),
+        "separable": depthwise_separable_conv_macs(3, m, n, size),
+        "depthwise": 3 * 3 * m * size * size,
+        "pointwise": m * n * size * size,
+    }[kind]
+    assert macs == formula  # fvcore agrees with the paper's formula exactly
+    record(table=table, m=m, n=n, size=size, stride=stride, kind=kind, layout=layout, dtype="float32", batch=1, macs=macs,
+           macs_formula=formula)  # fmt: skip
+    with torch.no_grad():
+        benchmark.pedantic(module, args=(x,), rounds=15, iterations=3, warmup_rounds=2)

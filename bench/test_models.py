@@ -1,0 +1,56 @@
+"""Model level: V1 and V2 across widths and resolutions, batch 1 and 32, inference and a training step.
+
+Default grid: V1 {0.25, 0.5, 1.0} and V2 {0.35, 0.5, 1.0} at 224 and 128, batch 1 and 32 (inference) and
+batch 32 at 224 for a training step of the width-1.0 models. FGM_BENCH_FULL=1 adds 0.75, V2 1.4,
+resolutions 160 and 192, and training steps for every width.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.conftest import FULL
+from mobilenet import create_model
+from mobilenet.flops import count_macs
+
+WIDTHS = (
+    {"v1": [0.25, 0.5, 0.75, 1.0], "v2": [0.35, 0.5, 0.75, 1.0, 1.4]}
+    if FULL
+    else {"v1": [0.25, 0.5, 1.0], "v2": [0.35, 0.5, 1.0]}
+)
+RESOLUTIONS = [128, 160, 192, 224] if FULL else [128, 224]
+GRID = [(arch, w, r) for arch, widths in WIDTHS.items() for w in widths for r in RESOLUTIONS]
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+@pytest.mark.parametrize("arch, width, resolution", GRID)
+def test_inference(benchmark, record, arch, width, resolution, batch):
+    torch.manual_seed(0)
+    model = create_model(arch, width_mult=width, num_classes=1000).eval()
+    x = torch.randn(batch, 3, resolution, resolution)
+    macs, _ = count_macs(model, resolution)
+    record(arch=arch, width=width, resolution=resolution, batch=batch, mode="inference", dtype="float32", layout="nchw",
+           macs=macs, params=sum(p.numel() for p in model.parameters()))  # fmt: skip
+    with torch.no_grad():
+        benchmark.pedantic(model, args=(x,), rounds=8 if batch == 1 else 3, iterations=1, warmup_rounds=1)
+
+
+TRAIN_GRID = [(a, w, 224) for a, w, _ in GRID if _ == 224 and (FULL or w == 1.0)]
+
+
+@pytest.mark.parametrize("arch, width, resolution", TRAIN_GRID)
+def test_training_step(benchmark, record, arch, width, resolution):
+    torch.manual_seed(0)
+    model = create_model(arch, width_mult=width, num_classes=200).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(32, 3, resolution, resolution), torch.randint(0, 200, (32,))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    macs, _ = count_macs(model, resolution)
+    record(arch=arch, width=width, resolution=resolution, batch=32, mode="train step", dtype="float32", layout="nchw",
+           macs=macs, params=sum(p.numel() for p in model.parameters()))  # fmt: skip
+    benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)

@@ -1,0 +1,65 @@
+"""From command-line choices to datasets: the default data root, class ranges and the cache switch."""
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from data.cub import CUB200
+from data.prepare import packed_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+CUB_DEFAULT = REPO / "data" / "CUB_200_2011"
+GENERATED_DEFAULT = REPO / ".cache" / "generated"
+
+
+def parse_classes(text: str | None) -> list[int] | None:
+    """'1-20' or '1,5,9-12' -> class ids; None or '' -> all classes."""
+    if not text:
+        return None
+    ids: list[int] = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise ValueError(f"--classes: cannot read {part!r} (use e.g. 1-20 or 1,5,9-12)")
+        start, end = int(match[1]), int(match[2] or match[1])
+        if end < start:
+            raise ValueError(f"--classes: empty range {part!r}")
+        ids.extend(range(start, end + 1))
+    return ids
+
+
+def default_data_root(log: Callable[[str], None] = print) -> Path:
+    """`data/CUB_200_2011` when it is there, else the generated set (made on first use), with a notice."""
+    if (CUB_DEFAULT / "images.txt").is_file():
+        return CUB_DEFAULT
+    root = GENERATED_DEFAULT / "CUB_200_2011"
+    if not (root / "images.txt").is_file():
+        from data.synthetic import generate
+
+        generate(GENERATED_DEFAULT)
+    log(
+        f"notice: no CUB-200-2011 at {CUB_DEFAULT}; using the built-in generated bird set at {root} "
+        "(get CUB with `python -m data.download`)"
+    )
+    return root
+
+
+def build_dataset(
+    root: str | Path,
+    split: str,
+    transform: Callable,
+    *,
+    crop: str = "none",
+    classes: list[int] | None = None,
+    cache: bool = False,
+    cache_size: int = 256,
+    workers: int = 2,
+    log: Callable[[str], None] = print,
+) -> torch.utils.data.Dataset:
+    """A CUB-layout split with `transform`, read from JPEGs or (with `cache`) from the packed cache."""
+    dataset = CUB200(root, split, transform=None if cache else transform, crop=crop, classes=classes)
+    if cache:
+        return packed_dataset(dataset, transform, size=cache_size, workers=workers, log=log)
+    return dataset

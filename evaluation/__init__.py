@@ -1,0 +1,1 @@
+"""Metrics, pictures and Grad-CAM for `evaluate.py`."""

@@ -1,0 +1,87 @@
+"""Classification metrics from logits: what a fine-grained classifier is judged by.
+
+Top-1/top-5, mean per-class accuracy (CUB's classes are nearly balanced, but a subset may not be), the
+confusion matrix and its most-confused pairs, negative log-likelihood, and the expected calibration error
+of Guo et al. 2017 (15 equal-width confidence bins, |accuracy - confidence| weighted by bin size).
+"""
+
+import torch
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """counts[true, predicted]."""
+    flat = labels.long() * num_classes + predictions.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def expected_calibration_error(
+    probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15
+) -> tuple[float, list[dict]]:
+    """ECE over `bins` equal-width bins of the top-1 confidence, and the per-bin table (for the diagram)."""
+    confidence, predicted = probabilities.max(1)
+    correct = (predicted == labels).double()
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    ece, table = 0.0, []
+    n = len(labels)
+    for i in range(bins):
+        low, high = edges[i].item(), edges[i + 1].item()
+        # Bins are (low, high]; the first also takes confidence 0.
+        in_bin = (confidence > low) & (confidence <= high) if i else (confidence <= high)
+        count = int(in_bin.sum())
+        if count:
+            accuracy = correct[in_bin].mean().item()
+            mean_confidence = confidence[in_bin].double().mean().item()
+            ece += count / n * abs(accuracy - mean_confidence)
+        else:
+            accuracy = mean_confidence = float("nan")
+        table.append({"low": low, "high": high, "count": count, "accuracy": accuracy, "confidence": mean_confidence})
+    return ece, table
+
+
+def classification_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, class_names: list[str], top_pairs: int = 10
+) -> dict:
+    """All metrics of `evaluate.py` from (N, K) logits and (N,) labels."""
+    logits, labels = logits.double(), labels.long()
+    num_classes = len(class_names)
+    if logits.shape[1] != num_classes:
+        raise ValueError(f"the model has {logits.shape[1]} outputs but the dataset {num_classes} classes")
+    probabilities = logits.softmax(1)
+    ranked = logits.topk(min(5, num_classes), dim=1).indices
+    predicted = ranked[:, 0]
+    confusion = confusion_matrix(predicted, labels, num_classes)
+    counts = confusion.sum(1)
+    per_class = [
+        {
+            "class": name,
+            "count": int(counts[k]),
+            "accuracy": (confusion[k, k] / counts[k]).item() if counts[k] else float("nan"),
+        }
+        for k, name in enumerate(class_names)
+    ]
+    present = [row["accuracy"] for row in per_class if row["count"]]
+    off_diagonal = confusion.clone()
+    off_diagonal.fill_diagonal_(0)
+    order = off_diagonal.flatten().argsort(descending=True)[:top_pairs]
+    pairs = [
+        {
+            "true": class_names[int(i) // num_classes],
+            "predicted": class_names[int(i) % num_classes],
+            "count": int(off_diagonal.flatten()[i]),
+        }
+        for i in order
+        if off_diagonal.flatten()[i] > 0
+    ]
+    ece, bins = expected_calibration_error(probabilities, labels)
+    return {
+        "count": len(labels),
+        "top1": (predicted == labels).double().mean().item(),
+        "top5": (ranked == labels[:, None]).any(1).double().mean().item(),
+        "mean_class_accuracy": sum(present) / len(present),
+        "nll": torch.nn.functional.cross_entropy(logits, labels).item(),
+        "ece": ece,
+        "per_class": per_class,
+        "confusion": confusion.tolist(),
+        "most_confused": pairs,
+        "calibration_bins": bins,
+    }

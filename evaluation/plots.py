@@ -1,0 +1,208 @@
+"""The pictures of `evaluate.py`, as PNG files of fixed pixel size (figure inches x DPI).
+
+Each function takes plain data (lists, tensors, uint8 HWC arrays) and a path, and writes one PNG.
+"""
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 100
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _short(name: str, length: int = 22) -> str:
+    return name if len(name) <= length else name[: length - 1] + "…"
+
+
+def plot_confusion(confusion: list[list[int]], class_names: list[str], path, max_labelled: int = 30) -> Path:
+    """Row-normalised confusion matrix in class order (CUB's order keeps related species together).
+
+    Above `max_labelled` classes the full matrix is drawn unlabelled and a zoomed panel shows, with names,
+    the classes involved in the largest confusions.
+    """
+    counts = np.asarray(confusion, dtype=np.float64)
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    k = len(class_names)
+    if k <= max_labelled:
+        fig, ax = plt.subplots(figsize=(10, 9))
+        image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(k), [_short(n) for n in class_names], rotation=90, fontsize=7)
+        ax.set_yticks(range(k), [_short(n) for n in class_names], fontsize=7)
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        int(counts[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if rates[i, j] > 0.5 else "black",
+                    )
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
+        fig.subplots_adjust(left=0.25, bottom=0.25, right=0.95, top=0.95)
+        return _save(fig, path)
+    off = counts.copy()
+    np.fill_diagonal(off, 0)
+    top = np.dstack(np.unravel_index(np.argsort(-off, axis=None)[:12], off.shape))[0]
+    involved = sorted({int(c) for pair in top for c in pair if off[pair[0], pair[1]] > 0})[:max_labelled] or list(
+        range(min(k, 10))
+    )
+    fig, (left, right) = plt.subplots(1, 2, figsize=(18, 9), gridspec_kw={"width_ratios": [1, 1.2]})
+    left.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    left.set_title(f"all {k} classes (row-normalised)")
+    left.set_xlabel("predicted class index")
+    left.set_ylabel("true class index")
+    zoom = rates[np.ix_(involved, involved)]
+    right.imshow(zoom, cmap="Blues", vmin=0, vmax=1)
+    names = [_short(class_names[i]) for i in involved]
+    right.set_xticks(range(len(involved)), names, rotation=90, fontsize=7)
+    right.set_yticks(range(len(involved)), names, fontsize=7)
+    right.set_title("zoom: the classes of the largest confusions")
+    fig.subplots_adjust(left=0.05, bottom=0.22, right=0.98, top=0.93, wspace=0.35)
+    return _save(fig, path)
+
+
+def plot_per_class_accuracy(per_class: list[dict], path, named: int = 15) -> Path:
+    """Sorted per-class accuracy bars; the `named` worst classes are labelled."""
+    rows = sorted((r for r in per_class if r["count"]), key=lambda r: r["accuracy"])
+    fig, ax = plt.subplots(figsize=(10, 7))
+    accuracies = [r["accuracy"] for r in rows]
+    colours = ["tab:red" if i < named else "tab:blue" for i in range(len(rows))]
+    ax.barh(range(len(rows)), accuracies, color=colours)
+    ax.set_yticks(
+        range(min(named, len(rows))), [f"{_short(r['class'], 28)} ({r['count']})" for r in rows[:named]], fontsize=7
+    )
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy")
+    ax.set_title(f"per-class accuracy, worst {min(named, len(rows))} named (mean {np.mean(accuracies):.3f})")
+    ax.invert_yaxis()
+    fig.subplots_adjust(left=0.3, right=0.97, top=0.93, bottom=0.08)
+    return _save(fig, path)
+
+
+def plot_reliability(bins: list[dict], ece: float, path) -> Path:
+    """Accuracy against confidence per bin, with the bin counts below."""
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    width = bins[0]["high"] - bins[0]["low"]
+    accuracy = [0 if math.isnan(b["accuracy"]) else b["accuracy"] for b in bins]
+    ax.bar(centres, accuracy, width=width * 0.95, color="tab:blue", label="accuracy")
+    gap = [0 if math.isnan(b["confidence"]) else b["confidence"] - a for b, a in zip(bins, accuracy)]
+    ax.bar(centres, gap, bottom=accuracy, width=width * 0.95, color="tab:red", alpha=0.3, label="gap to confidence")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"reliability diagram (ECE {ece:.3f}, {len(bins)} bins)")
+    ax.legend(loc="upper left", fontsize=8)
+    counts.bar(centres, [b["count"] for b in bins], width=width * 0.95, color="gray")
+    counts.set_xlabel("confidence")
+    counts.set_ylabel("images")
+    fig.subplots_adjust(left=0.14, right=0.96, top=0.93, bottom=0.09, hspace=0.08)
+    return _save(fig, path)
+
+
+def plot_gallery(items: list[dict], path, columns: int = 4, title: str = "misclassified test images") -> Path:
+    """Images with a caption each: items have `image` (uint8 HWC) and `caption`."""
+    rows = max(1, math.ceil(len(items) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, items):
+        ax.imshow(item["image"])
+        ax.set_title(item["caption"], fontsize=7)
+    fig.suptitle(title)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.9 if rows > 1 else 0.8, bottom=0.02, hspace=0.35)
+    return _save(fig, path)
+
+
+def plot_confused_pairs(pairs: list[dict], path) -> Path:
+    """For each confused pair, one image of the true class beside one of the class it was taken for."""
+    rows = max(1, len(pairs))
+    fig, axes = plt.subplots(rows, 2, figsize=(7, 3.2 * rows), squeeze=False)
+    for (a, b), pair in zip(axes, pairs):
+        for ax, key in ((a, "true"), (b, "predicted")):
+            ax.axis("off")
+            if pair.get(f"{key}_image") is not None:
+                ax.imshow(pair[f"{key}_image"])
+            ax.set_title(f"{'true' if key == 'true' else 'taken for'}: {_short(pair[key], 30)}", fontsize=8)
+        a.text(1.02, 0.5, f"{pair['count']}x", transform=a.transAxes, fontsize=9, va="center")
+    for ax in axes.flat[2 * len(pairs) :]:
+        ax.axis("off")
+    fig.suptitle("most-confused pairs: one example of each class")
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.92 if rows > 1 else 0.82, bottom=0.02, hspace=0.3)
+    return _save(fig, path)
+
+
+def plot_training_curves(rows: list[dict], path) -> Path:
+    """Loss, top-1 and learning rate per epoch from a run's metrics.jsonl."""
+    epochs = [r["epoch"] for r in rows]
+    fig, (loss, acc, lr) = plt.subplots(1, 3, figsize=(15, 4.5))
+    loss.plot(epochs, [r["train_loss"] for r in rows], label="train")
+    tested = [r for r in rows if r.get("test_loss") is not None]
+    loss.plot([r["epoch"] for r in tested], [r["test_loss"] for r in tested], label="test")
+    loss.set_title("loss")
+    acc.plot(epochs, [r["train_acc"] for r in rows], label="train top-1")
+    acc.plot([r["epoch"] for r in tested], [r["test_top1"] for r in tested], label="test top-1")
+    acc.plot([r["epoch"] for r in tested], [r["test_top5"] for r in tested], label="test top-5", linestyle="--")
+    acc.set_ylim(0, 1)
+    acc.set_title("accuracy")
+    lr.plot(epochs, [r["lr"] for r in rows])
+    lr.set_title("learning rate (end of epoch)")
+    for ax in (loss, acc, lr):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    loss.legend()
+    acc.legend()
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.9, bottom=0.12, wspace=0.25)
+    return _save(fig, path)
+
+
+def plot_gradcam(images: list[np.ndarray], cams: list[np.ndarray], captions: list[str], path, columns: int = 4) -> Path:
+    """Each image with its Grad-CAM heat map laid over it."""
+    rows = max(1, math.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, cam, caption in zip(axes.flat, images, cams, captions):
+        ax.imshow(image)
+        ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        ax.set_title(caption, fontsize=7)
+    fig.suptitle("Grad-CAM on the last convolution: where the model looks")
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.9 if rows > 1 else 0.8, bottom=0.02, hspace=0.35)
+    return _save(fig, path)
+
+
+def plot_pareto(rows: list[dict], x_key: str, x_label: str, path) -> Path:
+    """Top-1 against cost (MACs or latency), each model labelled: the papers' accuracy/cost picture."""
+    fig, ax = plt.subplots(figsize=(8, 6))
+    for arch, marker in (("v1", "o"), ("v2", "s")):
+        sub = [r for r in rows if r["arch"] == arch]
+        ax.scatter(
+            [r[x_key] for r in sub], [r["top1"] for r in sub], marker=marker, s=60, label=f"MobileNet{arch.upper()}"
+        )
+        for r in sub:
+            ax.annotate(r["label"], (r[x_key], r["top1"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("test top-1")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"accuracy versus {x_label}")
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.93, bottom=0.1)
+    return _save(fig, path)

@@ -1,0 +1,47 @@
+"""`optimize_for_inference`: the fast path for serving a trained model on CPU (or GPU).
+
+1. Fold every batch norm into the convolution before it (eval-mode BN is an affine map per channel:
+   W' = W * gamma / sqrt(var + eps), b' = beta - gamma * mean / sqrt(var + eps)), so each ConvBNAct costs
+   one convolution; BN modules become Identity.
+2. channels_last (NHWC) memory format, which oneDNN's depthwise and 1x1 kernels prefer on CPU.
+3. Optionally `torch.compile` (Inductor) on top, with freezing of the weights for inference.
+
+The result computes the eval-mode function of the input model (tested to 1e-4 on the logits).
+"""
+
+import copy
+
+import torch
+from torch import nn
+
+from layers import ConvBNAct
+
+
+@torch.no_grad()
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A copy of `conv` with eval-mode `bn` folded into its weight and a new bias."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    fused = copy.deepcopy(conv)
+    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.bias = nn.Parameter(bn.bias + (bias - bn.running_mean) * scale)
+    return fused
+
+
+def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, compile: bool = False) -> nn.Module:
+    """A BN-folded, channels_last (and optionally compiled) copy of `model` for inference; `model` is untouched."""
+    fast = copy.deepcopy(model).eval()
+    for module in fast.modules():
+        if isinstance(module, ConvBNAct) and isinstance(module.bn, nn.BatchNorm2d):
+            module.conv = fold_batchnorm(module.conv, module.bn)
+            module.bn = nn.Identity()
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    if compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # constant-fold the weights into the compiled graph
+        fast = torch.compile(fast)
+    return fast

@@ -1,0 +1,227 @@
+"""train.py end to end on a tiny generated set: files, checkpoints, determinism, resume after a real kill,
+options from a config file, invalid options, and two-process DistributedDataParallel."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from mobilenet.checkpoint import CheckpointError, load_checkpoint
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def tiny_args(root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data-root", str(root), "--out", str(out), "--arch", "v2", "--width", "0.25", "--resolution", "48",
+        "--epochs", "2", "--batch-size", "4", "--workers", "0", "--lr", "0.05", "--warmup-epochs", "0.5", *extra,
+    ]  # fmt: skip
+
+
+def test_run_writes_its_files_and_checkpoints_rebuild_the_model(tiny_synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    final = train.main(tiny_args(tiny_synthetic_root, out, "--ema", "0.9"))
+    assert {"config.json", "metrics.jsonl", "metrics.csv", "last.pt", "best.pt"} <= {p.name for p in out.iterdir()}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["test_top1"] == final["test_top1"]
+    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,train_loss")
+    config = json.loads((out / "config.json").read_text())
+    assert config["arch"] == "v2" and config["model_config"]["width_mult"] == 0.25 and config["lr"] == 0.05
+    model, info = load_checkpoint(out / "last.pt")
+    assert not model.training and info["epoch"] == 2 and len(info["class_names"]) == 4
+    assert info["data_config"]["resolution"] == 48 and info["metrics"]["test_top1"] == final["test_top1"]
+    # The rebuilt model reproduces the recorded test accuracy.
+    from data.loaders import build_dataset
+    from data.transforms import eval_transform
+
+    test_set = build_dataset(
+        tiny_synthetic_root,
+        "test",
+        eval_transform(48, mean=info["data_config"]["mean"], std=info["data_config"]["std"]),
+    )
+    loader = torch.utils.data.DataLoader(test_set, batch_size=64)
+    assert train.evaluate(model, loader, torch.device("cpu"))["test_top1"] == pytest.approx(final["test_top1"])
+    raw = torch.load(out / "last.pt", weights_only=True)
+    assert {"optimizer", "scheduler", "ema", "rng", "config", "class_names"} <= set(raw)
+
+
+def test_same_seed_same_metrics(tiny_synthetic_root, tmp_path):
+    a = train.main(tiny_args(tiny_synthetic_root, tmp_path / "a", "--mixup", "0.2", "--cutmix", "1.0"))
+    b = train.main(tiny_args(tiny_synthetic_root, tmp_path / "b", "--mixup", "0.2", "--cutmix", "1.0"))
+    for key in ("train_loss", "train_acc", "test_loss", "test_top1"):
+        assert a[key] == b[key]
+    wa, wb = (
+        torch.load(tmp_path / "a" / "last.pt", weights_only=True),
+        torch.load(tmp_path / "b" / "last.pt", weights_only=True),
+    )
+    assert all(torch.equal(wa["model"][k], wb["model"][k]) for k in wa["model"])
+
+
+def _run_cli(args: list[str], **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)  # fmt: skip
+
+
+def test_resume_after_a_real_kill_ends_identical(tiny_synthetic_root, tmp_path):
+    common = tiny_args(tiny_synthetic_root, tmp_path / "x", "--ema", "0.9")
+    common[common.index("--epochs") + 1] = "4"
+    reference = train.main(_with_out(common, tmp_path / "straight"))
+    killed_out = tmp_path / "killed"
+    process = _run_cli(_with_out(common, killed_out))
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        metrics = killed_out / "metrics.jsonl"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1 and (killed_out / "last.pt").exists():
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len((killed_out / "metrics.jsonl").read_text().splitlines())
+    assert done < 4, "the run finished before it could be killed"
+    resumed = train.main([*_with_out(common, killed_out), "--resume"])
+    assert resumed["test_top1"] == reference["test_top1"] and resumed["train_loss"] == reference["train_loss"]
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(killed_out / "last.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["ema"]["module"][k], b["ema"]["module"][k]) for k in a["model"])
+    rows_a = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(x) for x in (killed_out / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]  # noqa: E731
+    assert strip(rows_a) == strip(rows_b)
+
+
+def _with_out(args: list[str], out: Path) -> list[str]:
+    args = list(args)
+    args[args.index("--out") + 1] = str(out)
+    return args
+
+
+def test_config_file_and_command_line_override(tiny_synthetic_root, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 1\nlr: 0.02\nlabel-smoothing: 0.2\nschedule: step\n")
+    args = _without(tiny_args(tiny_synthetic_root, tmp_path / "r"), "--epochs", "--lr")
+    train.main([*args, "--config", str(config), "--lr", "0.03"])
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert (saved["epochs"], saved["lr"], saved["label_smoothing"], saved["schedule"]) == (1, 0.03, 0.2, "step")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"learning_rate": 1}))
+    with pytest.raises(train.UsageError, match="unknown option 'learning_rate'"):
+        train.main(["--config", str(bad)])
+
+
+def _without(args: list[str], *flags: str) -> list[str]:
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in flags:
+            skip = True
+            continue
+        out.append(a)
+    return out
+
+
+@pytest.mark.parametrize(
+    "extra, flag",
+    [
+        (["--lr", "-1"], "--lr"),
+        (["--width", "0"], "--width"),
+        (["--schedule", "linear"], "--schedule"),
+        (["--epochs", "0"], "--epochs"),
+        (["--classes", "3-1"], "--classes"),
+        (["--pretrained", "nothing.tflite"], "--pretrained"),
+    ],
+)
+def test_invalid_values_stop_with_the_flag_named(tiny_synthetic_root, tmp_path, extra, flag):
+    with pytest.raises(train.UsageError, match=flag):
+        train.main([*tiny_args(tiny_synthetic_root, tmp_path / "r"), *extra])
+    assert not (tmp_path / "r").exists()  # no work done
+
+
+def test_cli_error_is_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "train.py", "--data-root", str(tmp_path / "none")], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"train.py: error: --data-root {tmp_path / 'none'}: no images.txt there (the folder holding CUB's files)"
+    ]
+
+
+def test_resume_of_another_architecture_is_refused(tiny_synthetic_root, tmp_path):
+    out = tmp_path / "r"
+    train.main(_without(tiny_args(tiny_synthetic_root, out), "--epochs") + ["--epochs", "1"])
+    with pytest.raises(train.UsageError, match="--resume .*arch v2, this command v1"):
+        train.main(
+            [
+                *_without(tiny_args(tiny_synthetic_root, out), "--arch", "--width"),
+                "--arch",
+                "v1",
+                "--width",
+                "0.25",
+                "--resume",
+            ]
+        )
+
+
+def test_checkpoint_errors_are_one_line(tmp_path, tiny_synthetic_root):
+    out = tmp_path / "r"
+    train.main(_without(tiny_args(tiny_synthetic_root, out), "--epochs") + ["--epochs", "1"])
+    data = (out / "last.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "truncated.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="foreign.pt: not a checkpoint of this project"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_freeze_epochs_train_only_the_classifier(tiny_synthetic_root, tmp_path):
+    out = tmp_path / "r"
+    args = _without(tiny_args(tiny_synthetic_root, out), "--epochs") + ["--epochs", "1", "--freeze-epochs", "1"]
+    torch.manual_seed(0)
+    train.main(args)
+    state = torch.load(out / "last.pt", weights_only=True)["model"]
+    from mobilenet import create_model
+
+    torch.manual_seed(0)  # train.py seeds with --seed 0 before building the model
+    fresh = create_model("v2", width_mult=0.25, num_classes=4).state_dict()
+    assert torch.equal(state["features.3.conv_dw.conv.weight"], fresh["features.3.conv_dw.conv.weight"])
+    assert torch.equal(state["features.3.conv_dw.bn.running_mean"], fresh["features.3.conv_dw.bn.running_mean"])
+    assert not torch.equal(state["classifier.weight"], fresh["classifier.weight"])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on Linux")
+def test_two_process_ddp_on_cpu(tiny_synthetic_root, tmp_path):
+    out = tmp_path / "ddp"
+    args = _without(tiny_args(tiny_synthetic_root, out), "--epochs") + ["--epochs", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "weights identical on all 2 ranks: True" in result.stdout
+    assert "2 process(es)" in result.stdout
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2  # one writer
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best.pt",
+        "config.json",
+        "last.pt",
+        "metrics.csv",
+        "metrics.jsonl",
+    ]
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
