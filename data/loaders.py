@@ -63,3 +63,53 @@ def build_dataset(
     if cache:
         return packed_dataset(dataset, transform, size=cache_size, workers=workers, log=log)
     return dataset
+
+
+class SeededSampler(torch.utils.data.Sampler):
+    """Yields (index, seed) pairs: each sample's augmentation is seeded by (seed, epoch, index).
+
+    So the random crops and flips of an epoch are the same whatever the number of worker processes and
+    whether they persist across epochs, and a resumed run replays exactly the epochs it missed. Shuffles
+    with `base` (a DistributedSampler) or, when None, with its own generator seeded by (seed, epoch).
+    """
+
+    def __init__(
+        self, length: int, seed: int, base: torch.utils.data.Sampler | None = None, shuffle: bool = True
+    ) -> None:
+        self.length, self.seed, self.base, self.shuffle = length, seed, base, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def _indices(self) -> list[int]:
+        if self.base is not None:
+            return list(self.base)
+        if not self.shuffle:
+            return list(range(self.length))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.length, generator=generator).tolist()
+
+    def __iter__(self):
+        for index in self._indices():
+            yield index, (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+
+    def __len__(self) -> int:
+        return len(self.base) if self.base is not None else self.length
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """Reads `dataset[index]` with torch's generator seeded as the SeededSampler says."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, seed = item
+        torch.manual_seed(seed % 2**63)
+        return self.dataset[index]

@@ -83,16 +83,29 @@ def _jitter_colour(rng: np.random.Generator, colour: tuple[int, int, int], amoun
     return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
 
 
+# Natural backdrops: foliage greens, bark browns, sky blues and greys, muted so that no crown colour
+# is given away by the background, and the same for every class.
+BACKGROUND_PALETTE = [
+    (70, 110, 60),
+    (110, 140, 80),
+    (95, 75, 50),
+    (140, 120, 90),
+    (120, 160, 200),
+    (170, 180, 190),
+    (60, 80, 70),
+]
+
+
 def _draw_background(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
-    top = rng.integers(60, 230, 3)
-    bottom = rng.integers(30, 200, 3)
+    top = np.array(_jitter_colour(rng, BACKGROUND_PALETTE[rng.integers(len(BACKGROUND_PALETTE))], 30))
+    bottom = np.array(_jitter_colour(rng, BACKGROUND_PALETTE[rng.integers(len(BACKGROUND_PALETTE))], 30))
     for y in range(size):
         t = y / (size - 1)
         draw.line([(0, y), (size, y)], fill=tuple(int(v) for v in (1 - t) * top + t * bottom))
-    for _ in range(rng.integers(4, 10)):  # blobs and leaves
+    for _ in range(rng.integers(4, 10)):  # leaves and blobs
         x, y = rng.uniform(0, size, 2)
-        rx, ry = rng.uniform(0.03, 0.15, 2) * size
-        fill = tuple(int(v) for v in rng.integers(20, 230, 3))
+        rx, ry = rng.uniform(0.03, 0.12, 2) * size
+        fill = _jitter_colour(rng, BACKGROUND_PALETTE[rng.integers(len(BACKGROUND_PALETTE))], 40)
         draw.ellipse([x - rx, y - ry, x + rx, y + ry], fill=fill)
     for _ in range(rng.integers(2, 6)):  # branches
         x0, y0, x1, y1 = rng.uniform(-0.1, 1.1, 4) * size
@@ -102,11 +115,13 @@ def _draw_background(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: 
 
 def _draw_bird(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, attrs: dict) -> tuple[float, ...]:
     """Draw one bird; returns its bounding box (x0, y0, x1, y1) in pixels of the drawing."""
-    r = rng.uniform(0.2, 0.25) * size  # body half-length
-    cx = rng.uniform(0.4, 0.6) * size
-    cy = rng.uniform(0.42, 0.58) * size
+    r = rng.uniform(0.18, 0.22) * size  # body half-length
     facing = 1 if rng.random() < 0.5 else -1
-    tilt = math.radians(rng.uniform(-20, 20))
+    # The bird spans about -1.75 r (tail) to +2.0 r (long bill tip): centre that span, then jitter, so
+    # that the bill, which tells two classes apart, stays inside the frame.
+    cx = (0.5 + rng.uniform(-0.06, 0.06)) * size - facing * 0.125 * r
+    cy = rng.uniform(0.42, 0.58) * size
+    tilt = math.radians(rng.uniform(-15, 15))
     cos_t, sin_t = math.cos(tilt), math.sin(tilt)
     points_drawn: list[tuple[float, float]] = []
 
@@ -138,9 +153,9 @@ def _draw_bird(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, a
             draw.line([at(du, 0.1), at(du - 0.1, 0.5)], fill=dark, width=max(2, int(0.1 * r)))
     draw.polygon(ellipse(-0.2, -0.1, 0.6, 0.3), fill=dark)
     if attrs["wing_bar"]:
-        draw.line([at(-0.4, -0.35), at(-0.05, 0.2)], fill=(245, 245, 235), width=max(2, int(0.18 * r)))
-    head_u, head_v, head_r = 0.85, -0.55, 0.42
-    bill = 1.1 if attrs["long_bill"] else 0.3
+        draw.line([at(-0.4, -0.35), at(-0.05, 0.2)], fill=(245, 245, 235), width=max(3, int(0.25 * r)))
+    head_u, head_v, head_r = 0.85, -0.55, 0.5
+    bill = 0.8 if attrs["long_bill"] else 0.25
     bill_colour = _jitter_colour(rng, (50, 45, 40), 25)
     draw.polygon(
         [at(head_u + 0.3, head_v - 0.12), at(head_u + 0.35 + bill, head_v + 0.05), at(head_u + 0.3, head_v + 0.15)],
@@ -149,7 +164,7 @@ def _draw_bird(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, a
     draw.polygon(ellipse(head_u, head_v, head_r, head_r), fill=body)
     crown = _jitter_colour(rng, CROWN_COLOURS[attrs["crown"]], 15)
     draw.polygon(
-        [at(head_u + head_r * math.cos(a), head_v - head_r * math.sin(a)) for a in np.linspace(0.35, 2.6, 12)],
+        [at(head_u + head_r * math.cos(a), head_v - head_r * math.sin(a)) for a in np.linspace(-0.1, 3.3, 16)],
         fill=crown,
     )
     eye_u, eye_v = head_u + 0.15, head_v - 0.02
@@ -170,7 +185,7 @@ def draw_image(attrs: dict, image_size: int, rng: np.random.Generator) -> tuple[
     img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2))).resize((image_size, image_size), Image.LANCZOS)
     # Lighting: global gain and colour cast, then sensor noise.
     pixels = np.asarray(img, dtype=np.float32)
-    pixels = pixels * rng.uniform(0.6, 1.3) * rng.uniform(0.9, 1.1, 3) + rng.normal(0, 6, pixels.shape)
+    pixels = pixels * rng.uniform(0.75, 1.2) * rng.uniform(0.94, 1.06, 3) + rng.normal(0, 5, pixels.shape)
     img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     s = 1 / SUPERSAMPLE
     x0, y0 = max(0.0, x0 * s), max(0.0, y0 * s)

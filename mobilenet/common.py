@@ -51,6 +51,11 @@ class MobileNetBase(nn.Module):
         self.config["num_classes"] = num_classes
 
 
+def check_width(width_mult: float) -> None:
+    if not 0 < width_mult <= 4:
+        raise ValueError(f"width_mult must be in (0, 4] (e.g. 0.25, 0.35, 0.5, 0.75, 1.0, 1.4), got {width_mult}")
+
+
 def init_weights(model: nn.Module) -> None:
     """Initialise as the reference implementations: conv kaiming-normal (fan_out), BN 1/0, linear N(0, 0.01)."""
     for module in model.modules():

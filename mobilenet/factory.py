@@ -18,8 +18,6 @@ def create_model(arch: str, *, width_mult: float = 1.0, num_classes: int = 200, 
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown arch {arch!r}: choose one of {sorted(ARCHITECTURES)}")
-    if not 0 < width_mult <= 4:
-        raise ValueError(f"width_mult must be in (0, 4] (e.g. 0.25, 0.35, 0.5, 0.75, 1.0, 1.4), got {width_mult}")
     activation = kwargs.get("activation")
     if isinstance(activation, str):
         if activation not in ACTIVATIONS:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from torch import nn
 
 from layers import ConvBNAct, DepthwiseSeparableConv
-from mobilenet.common import MobileNetBase, init_weights
+from mobilenet.common import MobileNetBase, check_width, init_weights
 
 STEM_CHANNELS = 32
 # Table 1, one row per depthwise-separable block: output channels c, stride s of the depthwise conv.
@@ -66,8 +66,7 @@ class MobileNetV1(MobileNetBase):
         padding: str = "symmetric",
     ) -> None:
         super().__init__()
-        if not 0 < width_mult <= 4:
-            raise ValueError(f"width_mult must be in (0, 4], got {width_mult}")
+        check_width(width_mult)
         self.config = dict(
             arch="v1",
             num_classes=num_classes,

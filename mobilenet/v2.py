@@ -12,7 +12,7 @@ from collections.abc import Callable
 from torch import nn
 
 from layers import ConvBNAct, InvertedResidual, make_divisible
-from mobilenet.common import MobileNetBase, init_weights
+from mobilenet.common import MobileNetBase, check_width, init_weights
 
 STEM_CHANNELS = 32
 LAST_CHANNELS = 1280
@@ -53,8 +53,7 @@ class MobileNetV2(MobileNetBase):
         padding: str = "symmetric",
     ) -> None:
         super().__init__()
-        if not 0 < width_mult <= 4:
-            raise ValueError(f"width_mult must be in (0, 4], got {width_mult}")
+        check_width(width_mult)
         self.config = dict(
             arch="v2",
             num_classes=num_classes,

@@ -27,7 +27,13 @@ def test_deterministic_for_a_seed(tmp_path):
 def test_cub_layout_and_true_boxes(tiny_synthetic_root):
     train, test = CUB200(tiny_synthetic_root, "train"), CUB200(tiny_synthetic_root, "test")
     assert len(train) == len(test) == 12 and len(train.class_names) == 4
-    assert train.class_names[0] == "Red-crowned Short-billed Finch"
+    # Four classes differ only in crown colour; the other attributes vary within each class.
+    assert train.class_names == [
+        "Red-crowned Finch",
+        "Yellow-crowned Finch",
+        "Blue-crowned Finch",
+        "White-crowned Finch",
+    ]
     for sample in train.samples + test.samples:
         x, y, w, h = sample.box
         assert 0 <= x and 0 <= y and x + w <= 64.01 and y + h <= 64.01 and w > 10 and h > 10

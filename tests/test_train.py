@@ -225,3 +225,16 @@ def test_two_process_ddp_on_cpu(tiny_synthetic_root, tmp_path):
         "metrics.jsonl",
     ]
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
+
+
+def test_bf16_channels_last_and_other_options_run(tiny_synthetic_root, tmp_path):
+    args = _without(tiny_args(tiny_synthetic_root, tmp_path / "r"), "--epochs") + [
+        "--epochs", "1", "--amp", "bf16", "--channels-last", "--optimizer", "rmsprop", "--schedule", "onecycle",
+        "--grad-clip", "1.0", "--color-jitter", "0.3", "--crop", "bbox", "--classes", "1-3", "--cache",
+    ]  # fmt: skip
+    final = train.main(args)
+    assert 0 <= final["test_top1"] <= 1 and final["train_loss"] == final["train_loss"]  # finite, not NaN
+    model, info = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert len(info["class_names"]) == 3 and info["config"]["amp"] == "bf16"
+    with pytest.raises(train.UsageError, match="--amp fp16 needs CUDA"):
+        train.main([*_without(args, "--amp"), "--amp", "fp16"])

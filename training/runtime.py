@@ -103,3 +103,17 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+@torch.no_grad()
+def average_buffers(model: torch.nn.Module) -> None:
+    """Average floating-point buffers (batch-norm running statistics) over ranks, so that every rank
+    evaluates and checkpoints the same model: DDP syncs gradients, but each rank updates its running
+    statistics from its own last batches."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world = dist.get_world_size()
+    for buffer in model.buffers():
+        if buffer.dtype.is_floating_point:
+            dist.all_reduce(buffer)
+            buffer.div_(world)
