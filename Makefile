@@ -22,7 +22,7 @@ train: setup
 	$(PY) train.py
 
 bench: setup
-	$(PY) -m pytest bench --benchmark-json=bench/results/latest.json
+	$(PY) -m pytest bench
 	$(PY) -m bench.report bench/results/latest.json
 
 notebooks: setup
