@@ -51,9 +51,10 @@ RECIPES = {
     "finetune": dict(epochs=20, batch_size=32, lr=0.005, optimizer="sgd", weight_decay=5e-5, warmup_epochs=1.0,
                      label_smoothing=0.1, head_lr_mult=1.0, scale_min=0.35, resolution=224),
 }  # fmt: skip
-# The built-in generated birds are drawn at 128 px: train at 96 (evaluate the centre 96 of 110) and, from
-# scratch, for 25 epochs, which fits the 5-minute budget on 2 CPU cores.
-BUILTIN_OVERRIDES = {"resolution": 96, "epochs": 25}
+# The built-in generated birds are drawn at 128 px: train at 96 (evaluate the centre 96 of 110), from scratch
+# for 25 epochs (fits 5 minutes on 2 CPU cores), with mild crops: a crop that cuts off the bill tip turns a
+# long-billed species into its short-billed twin (35% crops: 49.2% top-1, 80%: 58.7%).
+BUILTIN_OVERRIDES = {"resolution": 96, "epochs": 25, "scale_min": 0.8}
 METRIC_FIELDS = [
     "epoch",
     "step",
@@ -118,7 +119,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, default=2, help="data-loading processes")
     d.add_argument("--cache", action="store_true", help="use (and build if needed) the packed uint8 cache")
     d.add_argument(
-        "--scale-min", type=float, default=None, help=f"smallest random-crop area fraction ({rec('scale_min')})"
+        "--scale-min",
+        type=float,
+        default=None,
+        help=f"smallest random-crop area fraction ({rec('scale_min')}; {BUILTIN_OVERRIDES['scale_min']} on the built-in set)",
     )
     d.add_argument("--scale-max", type=float, default=1.0, help="largest random-crop area fraction")
     d.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")

@@ -36,6 +36,7 @@ CROWN_COLOURS = {
     "Black": (25, 25, 25),
 }
 # Plumage shared by all classes (olive, brown, grey, buff, slate): colour alone never tells the class.
+BILL_PALETTE = [(45, 40, 35), (235, 175, 45), (215, 120, 55), (235, 220, 150)]
 BODY_PALETTE = [(110, 105, 60), (120, 85, 55), (125, 125, 120), (175, 150, 110), (85, 95, 110)]
 ATTRIBUTES = ("crown", "long_bill", "wing_bar", "eye_ring", "forked_tail", "streaked")
 SUPERSAMPLE = 2
@@ -156,9 +157,11 @@ def _draw_bird(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, a
         draw.line([at(-0.4, -0.35), at(-0.05, 0.2)], fill=(245, 245, 235), width=max(3, int(0.25 * r)))
     head_u, head_v, head_r = 0.85, -0.55, 0.5
     bill = 0.8 if attrs["long_bill"] else 0.25
-    bill_colour = _jitter_colour(rng, (50, 45, 40), 25)
+    # Bill colours are shared by all classes (only the length tells); pale and orange bills stand out from
+    # the dark branches, dark ones do not, as in real photographs.
+    bill_colour = _jitter_colour(rng, BILL_PALETTE[rng.integers(len(BILL_PALETTE))], 20)
     draw.polygon(
-        [at(head_u + 0.3, head_v - 0.12), at(head_u + 0.35 + bill, head_v + 0.05), at(head_u + 0.3, head_v + 0.15)],
+        [at(head_u + 0.3, head_v - 0.17), at(head_u + 0.35 + bill, head_v + 0.03), at(head_u + 0.3, head_v + 0.17)],
         fill=bill_colour,
     )
     draw.polygon(ellipse(head_u, head_v, head_r, head_r), fill=body)
