@@ -461,7 +461,12 @@ def main(argv: list[str] | None = None) -> dict:
         log(
             f"allocator: glibc malloc keeps freed memory (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=64G): {'applied' if tune_malloc() else 'not available here'}; --no-malloc-tuning turns it off"
         )
-    device = select_device(args.device)
+    try:
+        device = select_device(args.device)
+    except ValueError as e:  # e.g. --device cuda on a machine without CUDA
+        raise UsageError(str(e)) from None
+    if args.amp == "fp16" and device.type != "cuda":
+        raise UsageError(f"--amp fp16 needs CUDA (device is {device.type}); use --amp bf16")
     rank, world = init_distributed(device)
     seed_everything(args.seed)
 
@@ -508,8 +513,6 @@ def main(argv: list[str] | None = None) -> dict:
                         step_size=args.step_size, gamma=args.gamma, milestones=args.milestones)  # fmt: skip
     scheduler = schedule.scheduler(optimizer)
     scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" and device.type == "cuda" else None
-    if args.amp == "fp16" and device.type != "cuda":
-        raise UsageError(f"--amp fp16 needs CUDA (device is {device.type}); use --amp bf16")
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])

@@ -140,6 +140,7 @@ def _without(args: list[str], *flags: str) -> list[str]:
         (["--epochs", "0"], "--epochs"),
         (["--classes", "3-1"], "--classes"),
         (["--pretrained", "nothing.tflite"], "--pretrained"),
+        (["--amp", "fp16", "--device", "cpu"], "--amp fp16"),
     ],
 )
 def test_invalid_values_stop_with_the_flag_named(tiny_synthetic_root, tmp_path, extra, flag):
