@@ -39,14 +39,15 @@ def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], num_b
     Returns the number of images used.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    sums: dict[nn.Module, list[torch.Tensor]] = {}
+    sums: dict[nn.Module, list] = {}  # per batch norm: [sum of x, sum of x^2, count] per channel
 
     def hook(module, inputs, output):
         x = inputs[0].double()
-        stats = sums.setdefault(module, [torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)] * 2 + [0])
-        stats[0] = stats[0] + x.sum((0, 2, 3))
-        stats[1] = stats[1] + (x * x).sum((0, 2, 3))
-        stats[2] += x.shape[0] * x.shape[2] * x.shape[3]
+        if module not in sums:
+            sums[module] = [0.0, 0.0, 0]
+        sums[module][0] += x.sum((0, 2, 3))
+        sums[module][1] += (x * x).sum((0, 2, 3))
+        sums[module][2] += x.shape[0] * x.shape[2] * x.shape[3]
 
     handles = [m.register_forward_hook(hook) for m in norms]
     was_training = model.training
