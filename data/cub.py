@@ -82,18 +82,23 @@ def _check_same_ids(reference: dict, reference_path: Path, other: dict, other_pa
         )
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """`img` (decoded) as RGB, whatever its mode (L, CMYK, P, RGBA: transparency goes on white)."""
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
 def load_rgb(path: Path) -> Image.Image:
     """Decode `path` as an RGB image, whatever its mode (L, CMYK, P, RGBA: transparency goes on white)."""
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode == "P" and "transparency" in img.info:
-                img = img.convert("RGBA")
-            if img.mode in ("RGBA", "LA", "PA"):
-                background = Image.new("RGB", img.size, (255, 255, 255))
-                background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
-                return background
-            return img.convert("RGB")
+            return to_rgb(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageDecodeError(f"cannot decode image {path}: {e}") from None
 

@@ -4,12 +4,12 @@ On a machine without CUB, `python train.py` still has a real fine-grained task t
 figures drawn with PIL whose classes share body shape and plumage colours and differ only in a few small
 attributes, as real species do:
 
-- crown patch colour (red / yellow / blue / white / black), wing bar (absent / white), bill (short / long),
-- and, as further classes need them, eye ring (absent / white), tail (square / forked), breast streaks.
+- crown patch colour (red / yellow / blue / white / black), wing bar (absent / white), eye ring (absent / white),
+- and, as further classes need them, bill (short / long), tail (square / forked), breast streaks.
 
 Class k gets the k-th combination, crown colour varying fastest, then wing bar and bill: the default 20
-classes are exactly 5 crowns x wing bar x bill, so every class has neighbours that differ in one attribute,
-and the attributes that do not define a class (eye ring, tail, streaks) vary from image to image. Every image draws its own pose (facing left or right, tilt),
+classes are exactly 5 crowns x wing bar x eye ring, so every class has neighbours that differ in one
+attribute, and the attributes that do not define a class (bill, tail, streaks) vary from image to image. Every image draws its own pose (facing left or right, tilt),
 scale, position, body colour from a palette shared by all classes, lighting and a cluttered background of
 branches, leaves and blobs, so that no class is recognisable from raw pixels: a nearest-class-mean
 classifier on 16x16 thumbnails stays near chance (tested), while a CNN learns the attributes.
@@ -22,6 +22,7 @@ Deterministic for a seed: each image has its own random stream seeded by (seed, 
 
 import argparse
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -36,20 +37,22 @@ CROWN_COLOURS = {
     "Black": (25, 25, 25),
 }
 # Plumage shared by all classes (olive, brown, grey, buff, slate): colour alone never tells the class.
-BILL_PALETTE = [(45, 40, 35), (235, 175, 45), (215, 120, 55), (235, 220, 150)]
+BILL_PALETTE = [(235, 175, 45), (215, 120, 55), (235, 220, 150), (200, 200, 205)]
 BODY_PALETTE = [(110, 105, 60), (120, 85, 55), (125, 125, 120), (175, 150, 110), (85, 95, 110)]
 ATTRIBUTES = ("crown", "long_bill", "wing_bar", "eye_ring", "forked_tail", "streaked")
 SUPERSAMPLE = 2
+# Bumped whenever the drawing changes, so that a cached set made by older code is regenerated.
+GENERATOR_VERSION = 2
 
 
 def class_attributes(num_classes: int) -> list[dict]:
     """The class-defining attributes of each class (an attribute that no two classes differ in is left out).
 
-    Combinations are enumerated with the crown colour varying fastest, then wing bar, bill, eye ring, tail and
-    streaks: the default 20 classes are the 5 crowns x wing bar x bill, and the other attributes vary freely
-    from image to image (intra-class variation). More classes bring in eye ring, tail and streaks.
+    Combinations are enumerated with the crown colour varying fastest, then wing bar, eye ring, bill, tail and
+    streaks: the default 20 classes are the 5 crowns x wing bar x eye ring, and the other attributes vary
+    freely from image to image (intra-class variation). More classes bring in bill length, tail and streaks.
     """
-    order = ("streaked", "forked_tail", "eye_ring", "long_bill", "wing_bar", "crown")  # last varies fastest
+    order = ("streaked", "forked_tail", "long_bill", "eye_ring", "wing_bar", "crown")  # last varies fastest
     values = [(False, True)] * 5 + [tuple(CROWN_COLOURS)]
     combos = [dict(zip(order, c)) for c in itertools.product(*values)]
     if not 1 <= num_classes <= len(combos):
@@ -73,8 +76,8 @@ def _resolve(attrs: dict, rng: np.random.Generator) -> dict:
 def class_folder_name(index: int, attrs: dict) -> str:
     parts = [f"{attrs['crown']}_crowned"] if "crown" in attrs else []
     parts += [("Long" if attrs["long_bill"] else "Short") + "_billed"] if "long_bill" in attrs else []
-    parts += ["Bar_winged"] if attrs.get("wing_bar") else []
-    parts += ["Ring_eyed"] if attrs.get("eye_ring") else []
+    parts += [("Bar" if attrs["wing_bar"] else "Plain") + "_winged"] if "wing_bar" in attrs else []
+    parts += [("Ring" if attrs["eye_ring"] else "Dark") + "_eyed"] if "eye_ring" in attrs else []
     parts += ["Fork_tailed"] if attrs.get("forked_tail") else []
     parts += ["Streaked"] if attrs.get("streaked") else []
     return f"{index + 1:03d}." + "_".join(parts) + "_Finch"
@@ -116,11 +119,11 @@ def _draw_background(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: 
 
 def _draw_bird(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, attrs: dict) -> tuple[float, ...]:
     """Draw one bird; returns its bounding box (x0, y0, x1, y1) in pixels of the drawing."""
-    r = rng.uniform(0.18, 0.22) * size  # body half-length
+    r = rng.uniform(0.17, 0.21) * size  # body half-length
     facing = 1 if rng.random() < 0.5 else -1
-    # The bird spans about -1.75 r (tail) to +2.0 r (long bill tip): centre that span, then jitter, so
+    # The bird spans about -1.75 r (tail) to +2.3 r (long bill tip): centre that span, then jitter, so
     # that the bill, which tells two classes apart, stays inside the frame.
-    cx = (0.5 + rng.uniform(-0.06, 0.06)) * size - facing * 0.125 * r
+    cx = (0.5 + rng.uniform(-0.06, 0.06)) * size - facing * 0.275 * r
     cy = rng.uniform(0.42, 0.58) * size
     tilt = math.radians(rng.uniform(-15, 15))
     cos_t, sin_t = math.cos(tilt), math.sin(tilt)
@@ -156,12 +159,12 @@ def _draw_bird(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, a
     if attrs["wing_bar"]:
         draw.line([at(-0.4, -0.35), at(-0.05, 0.2)], fill=(245, 245, 235), width=max(3, int(0.25 * r)))
     head_u, head_v, head_r = 0.85, -0.55, 0.5
-    bill = 0.8 if attrs["long_bill"] else 0.25
-    # Bill colours are shared by all classes (only the length tells); pale and orange bills stand out from
-    # the dark branches, dark ones do not, as in real photographs.
+    bill = 1.1 if attrs["long_bill"] else 0.2  # the long bill reaches a full head length past the face
+    # Bill colours are shared by all classes (only the length tells), and light enough to be seen against
+    # the dark branches that cross many images.
     bill_colour = _jitter_colour(rng, BILL_PALETTE[rng.integers(len(BILL_PALETTE))], 20)
     draw.polygon(
-        [at(head_u + 0.3, head_v - 0.17), at(head_u + 0.35 + bill, head_v + 0.03), at(head_u + 0.3, head_v + 0.17)],
+        [at(head_u + 0.3, head_v - 0.2), at(head_u + 0.35 + bill, head_v + 0.03), at(head_u + 0.3, head_v + 0.2)],
         fill=bill_colour,
     )
     draw.polygon(ellipse(head_u, head_v, head_r, head_r), fill=body)
@@ -170,10 +173,10 @@ def _draw_bird(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, a
         [at(head_u + head_r * math.cos(a), head_v - head_r * math.sin(a)) for a in np.linspace(-0.1, 3.3, 16)],
         fill=crown,
     )
-    eye_u, eye_v = head_u + 0.15, head_v - 0.02
+    eye_u, eye_v = head_u + 0.15, head_v + 0.1  # just below the crown, so a ring shows on a white crown too
     if attrs["eye_ring"]:
-        draw.polygon(ellipse(eye_u, eye_v, 0.22, 0.22, 12), fill=(250, 250, 250))
-    draw.polygon(ellipse(eye_u, eye_v, 0.08, 0.08, 10), fill=(10, 10, 10))
+        draw.polygon(ellipse(eye_u, eye_v, 0.24, 0.24, 16), fill=(250, 250, 250))
+    draw.polygon(ellipse(eye_u, eye_v, 0.09, 0.09, 10), fill=(10, 10, 10))
     xs, ys = zip(*points_drawn)
     return min(xs), min(ys), max(xs), max(ys)
 
@@ -197,11 +200,26 @@ def draw_image(attrs: dict, image_size: int, rng: np.random.Generator) -> tuple[
 
 
 def generate(
-    root: str | Path, *, num_classes: int = 20, images_per_class: int = 60, image_size: int = 128, seed: int = 0
+    root: str | Path,
+    *,
+    num_classes: int = 20,
+    images_per_class: int = 60,
+    image_size: int = 128,
+    seed: int = 0,
+    train_fraction: float = 0.5,
 ) -> Path:
-    """Write the dataset under `root` and return its CUB root (the folder holding `images.txt`)."""
-    if images_per_class < 2:
-        raise ValueError(f"images_per_class must be at least 2 (half train, half test), got {images_per_class}")
+    """Write the dataset under `root` and return its CUB root (the folder holding `images.txt`).
+
+    `train_fraction` of each class's images go to the training split, spread evenly over the class.
+    """
+    num_train = round(images_per_class * train_fraction)
+    if not 1 <= num_train < images_per_class:
+        raise ValueError(
+            f"images_per_class={images_per_class} with train_fraction={train_fraction} must leave at least one "
+            "training and one test image per class"
+        )
+    is_train = [math.ceil((i + 1) * num_train / images_per_class) > math.ceil(i * num_train / images_per_class)
+                for i in range(images_per_class)]  # fmt: skip
     out = Path(root) / "CUB_200_2011"
     (out / "images").mkdir(parents=True, exist_ok=True)
     classes, images, labels, split, boxes = [], [], [], [], []
@@ -218,8 +236,11 @@ def generate(
             img.save(out / "images" / rel, quality=92)
             images.append(f"{image_id} {rel}")
             labels.append(f"{image_id} {k + 1}")
-            split.append(f"{image_id} {1 if i % 2 == 0 else 0}")
+            split.append(f"{image_id} {int(is_train[i])}")
             boxes.append(f"{image_id} " + " ".join(f"{v:.1f}" for v in box))
+    recipe = dict(version=GENERATOR_VERSION, num_classes=num_classes, images_per_class=images_per_class,
+                  image_size=image_size, seed=seed, train_fraction=train_fraction)  # fmt: skip
+    (out / "generator.json").write_text(json.dumps(recipe) + "\n", encoding="utf-8")
     for name, lines in [
         ("classes.txt", classes),
         ("images.txt", images),
@@ -238,6 +259,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images-per-class", type=int, default=60, help="images per class (default: 60)")
     parser.add_argument("--image-size", type=int, default=128, help="image side in pixels (default: 128)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--train-fraction", type=float, default=0.5, help="fraction of each class for training (default: 0.5)"
+    )
     args = parser.parse_args(argv)
     print(
         generate(
@@ -246,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
             images_per_class=args.images_per_class,
             image_size=args.image_size,
             seed=args.seed,
+            train_fraction=args.train_fraction,
         )
     )
 
