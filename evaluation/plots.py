@@ -6,20 +6,23 @@ Each function takes plain data (lists, tensors, uint8 HWC arrays) and a path, an
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 DPI = 100
 
 
-def _save(fig, path: str | Path) -> Path:
+def _subplots(*args, figsize: tuple[float, float], **kwargs):
+    # Figures made without pyplot: no backend is selected and no global figure list is touched, so these
+    # functions work the same in scripts, servers and notebooks (where pyplot's inline backend stays).
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
     return path
 
 
@@ -37,7 +40,7 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], path, max
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     k = len(class_names)
     if k <= max_labelled:
-        fig, ax = plt.subplots(figsize=(10, 9))
+        fig, ax = _subplots(figsize=(10, 9))
         image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
         ax.set_xticks(range(k), [_short(n) for n in class_names], rotation=90, fontsize=7)
         ax.set_yticks(range(k), [_short(n) for n in class_names], fontsize=7)
@@ -64,7 +67,7 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], path, max
     involved = sorted({int(c) for pair in top for c in pair if off[pair[0], pair[1]] > 0})[:max_labelled] or list(
         range(min(k, 10))
     )
-    fig, (left, right) = plt.subplots(1, 2, figsize=(18, 9), gridspec_kw={"width_ratios": [1, 1.2]})
+    fig, (left, right) = _subplots(1, 2, figsize=(18, 9), gridspec_kw={"width_ratios": [1, 1.2]})
     left.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     left.set_title(f"all {k} classes (row-normalised)")
     left.set_xlabel("predicted class index")
@@ -82,7 +85,7 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], path, max
 def plot_per_class_accuracy(per_class: list[dict], path, named: int = 15) -> Path:
     """Sorted per-class accuracy bars; the `named` worst classes are labelled."""
     rows = sorted((r for r in per_class if r["count"]), key=lambda r: r["accuracy"])
-    fig, ax = plt.subplots(figsize=(10, 7))
+    fig, ax = _subplots(figsize=(10, 7))
     accuracies = [r["accuracy"] for r in rows]
     colours = ["tab:red" if i < named else "tab:blue" for i in range(len(rows))]
     ax.barh(range(len(rows)), accuracies, color=colours)
@@ -99,7 +102,7 @@ def plot_per_class_accuracy(per_class: list[dict], path, named: int = 15) -> Pat
 
 def plot_reliability(bins: list[dict], ece: float, path) -> Path:
     """Accuracy against confidence per bin, with the bin counts below."""
-    fig, (ax, counts) = plt.subplots(2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    fig, (ax, counts) = _subplots(2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     centres = [(b["low"] + b["high"]) / 2 for b in bins]
     width = bins[0]["high"] - bins[0]["low"]
     accuracy = [0 if math.isnan(b["accuracy"]) else b["accuracy"] for b in bins]
@@ -121,7 +124,7 @@ def plot_reliability(bins: list[dict], ece: float, path) -> Path:
 def plot_gallery(items: list[dict], path, columns: int = 4, title: str = "misclassified test images") -> Path:
     """Images with a caption each: items have `image` (uint8 HWC) and `caption`."""
     rows = max(1, math.ceil(len(items) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.3 * rows), squeeze=False)
+    fig, axes = _subplots(rows, columns, figsize=(3 * columns, 3.3 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, item in zip(axes.flat, items):
@@ -135,7 +138,7 @@ def plot_gallery(items: list[dict], path, columns: int = 4, title: str = "miscla
 def plot_confused_pairs(pairs: list[dict], path) -> Path:
     """For each confused pair, one image of the true class beside one of the class it was taken for."""
     rows = max(1, len(pairs))
-    fig, axes = plt.subplots(rows, 2, figsize=(7, 3.2 * rows), squeeze=False)
+    fig, axes = _subplots(rows, 2, figsize=(7, 3.2 * rows), squeeze=False)
     for (a, b), pair in zip(axes, pairs):
         for ax, key in ((a, "true"), (b, "predicted")):
             ax.axis("off")
@@ -153,7 +156,7 @@ def plot_confused_pairs(pairs: list[dict], path) -> Path:
 def plot_training_curves(rows: list[dict], path) -> Path:
     """Loss, top-1 and learning rate per epoch from a run's metrics.jsonl."""
     epochs = [r["epoch"] for r in rows]
-    fig, (loss, acc, lr) = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, (loss, acc, lr) = _subplots(1, 3, figsize=(15, 4.5))
     loss.plot(epochs, [r["train_loss"] for r in rows], label="train")
     tested = [r for r in rows if r.get("test_loss") is not None]
     loss.plot([r["epoch"] for r in tested], [r["test_loss"] for r in tested], label="test")
@@ -177,7 +180,7 @@ def plot_training_curves(rows: list[dict], path) -> Path:
 def plot_gradcam(images: list[np.ndarray], cams: list[np.ndarray], captions: list[str], path, columns: int = 4) -> Path:
     """Each image with its Grad-CAM heat map laid over it."""
     rows = max(1, math.ceil(len(images) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.3 * rows), squeeze=False)
+    fig, axes = _subplots(rows, columns, figsize=(3 * columns, 3.3 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, cam, caption in zip(axes.flat, images, cams, captions):
@@ -191,7 +194,7 @@ def plot_gradcam(images: list[np.ndarray], cams: list[np.ndarray], captions: lis
 
 def plot_pareto(rows: list[dict], x_key: str, x_label: str, path) -> Path:
     """Top-1 against cost (MACs or latency), each model labelled: the papers' accuracy/cost picture."""
-    fig, ax = plt.subplots(figsize=(8, 6))
+    fig, ax = _subplots(figsize=(8, 6))
     for arch, marker in (("v1", "o"), ("v2", "s")):
         sub = [r for r in rows if r["arch"] == arch]
         ax.scatter(

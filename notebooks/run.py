@@ -1,0 +1,69 @@
+"""Execute the teaching notebooks headless from a clean kernel and save them with their outputs.
+
+    python -m notebooks.run                  # all five, in place (what `make notebooks` does)
+    python -m notebooks.run 03_mobilenet_v2   # some of them
+    NOTEBOOKS_FULL=1 python -m notebooks.run  # full-size settings instead of the small default run
+
+Each notebook runs with the repository root as its working directory; an error in any cell stops it with
+the cell's traceback and a non-zero exit.
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from jupyter_client import KernelManager
+from nbclient import NotebookClient
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent
+REPO_ROOT = NOTEBOOK_DIR.parent
+
+
+def notebook_paths(names: list[str] | None = None) -> list[Path]:
+    """The notebooks in order, or the ones named (`03`, `03_mobilenet_v2` or `03_mobilenet_v2.ipynb`)."""
+    paths = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if not names:
+        return paths
+    chosen = []
+    for name in names:
+        stem = Path(name).stem
+        matches = [p for p in paths if p.stem == stem or p.stem.startswith(stem + "_")]
+        if not matches:
+            raise SystemExit(f"notebooks.run: no notebook named {name!r} in {NOTEBOOK_DIR}")
+        chosen += matches
+    return chosen
+
+
+def execute(path: Path, *, out: Path | None = None, timeout: int = 600) -> float:
+    """Run every cell of `path` in a fresh python3 kernel; write the executed notebook to `out` (default: in place)."""
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    # IPC sockets in a private runtime folder rather than TCP on loopback: nothing else on the machine can
+    # talk to the kernel.
+    with tempfile.TemporaryDirectory(prefix="notebook-kernel-") as sockets:
+        kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
+        client = NotebookClient(nb, km=kernel, timeout=timeout, resources={"metadata": {"path": str(REPO_ROOT)}})
+        try:
+            client.execute()
+        finally:
+            kernel.shutdown_kernel(now=True)
+    nbformat.write(nb, out or path)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Re-execute the teaching notebooks in place.")
+    parser.add_argument("names", nargs="*", help="notebooks to run (default: all)")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell (default: 600)")
+    args = parser.parse_args(argv)
+    for path in notebook_paths(args.names):
+        print(f"{path.name} ...", end=" ", flush=True)
+        seconds = execute(path, timeout=args.timeout)
+        print(f"{seconds:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
