@@ -1,0 +1,7 @@
+"""From a trained checkpoint to phones and services.
+
+- `images`: decoding untrusted image bytes with size and pixel limits (clear errors, never a crash).
+- `predictor.Predictor`: top-k species from a checkpoint (BN-folded fast path) or an exported ONNX model.
+- `onnx_export` / `executorch_export`: export and verification against PyTorch on real images.
+- `quantize`: int8 post-training static quantization (PT2E, x86 Inductor) and its fp32-vs-int8 report.
+"""

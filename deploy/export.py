@@ -1,0 +1,142 @@
+"""Export a trained model for services (ONNX) and phones (ExecuTorch), and check the file against PyTorch.
+
+Both exports start from the BN-folded inference model (`optimize_for_inference`, kept in NCHW: the runtimes
+choose their own layouts) and carry the metadata a client needs (`predictor.export_metadata`: class names,
+input size, normalization): inside the ONNX file (`metadata_props["fgm.metadata"]`) and, for both, in a JSON
+file beside the model (`PATH.json`).
+
+- ONNX: `torch.onnx.export` (the torch.export-based exporter), opset 20, dynamic batch; run with onnxruntime.
+- ExecuTorch (`.pte`): `torch.export` -> `to_edge_transform_and_lower` with the XNNPACK partitioner (the
+  CPU backend ExecuTorch's Android and iOS runtimes ship) -> program; batch 1, as a phone classifies one
+  photo at a time; run with ExecuTorch's Python runtime.
+
+Each file is written to a temporary name, verified on real images (max |logit difference| to PyTorch), and
+only then moved into place.
+"""
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from deploy.predictor import METADATA_KEY
+
+ONNX_OPSET = 20
+
+
+@contextlib.contextmanager
+def _quiet_exporters():
+    # torch's exporters log missing torchvision ops and warn about their own pytree internals: not ours to fix.
+    loggers = [logging.getLogger(n) for n in ("torch.onnx._internal.exporter._registration", "torch._export")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _temporary_beside(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _write_sidecar(path: Path, metadata: dict) -> Path:
+    sidecar = path.with_name(path.name + ".json")
+    tmp = _temporary_beside(sidecar)
+    tmp.write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+    os.replace(tmp, sidecar)
+    return sidecar
+
+
+def _reference_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return model(torch.from_numpy(images)).numpy()
+
+
+def export_onnx(
+    model: nn.Module, metadata: dict, path: str | Path, images: np.ndarray, *, tolerance: float = 1e-4
+) -> dict:
+    """Write `model` as ONNX to `path` and check it with onnxruntime on `images` (N, 3, R, R float32)."""
+    import onnx
+    import onnxruntime as ort
+
+    path = Path(path)
+    tmp = _temporary_beside(path)
+    try:
+        example = torch.from_numpy(images[:2])
+        with _quiet_exporters():
+            torch.onnx.export(model, (example,), str(tmp), dynamo=True, opset_version=ONNX_OPSET,
+                              input_names=["images"], output_names=["logits"], external_data=False,
+                              dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})  # fmt: skip
+        proto = onnx.load(str(tmp))
+        onnx.checker.check_model(proto)
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+        onnx.save(proto, str(tmp))
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        logits = session.run(None, {"images": images})[0]
+        report = _check(logits, _reference_logits(model, images), tolerance, path, "onnxruntime")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    report.update(format="onnx", path=str(path), sidecar=str(_write_sidecar(path, metadata)), opset=ONNX_OPSET)
+    return report
+
+
+def export_executorch(
+    model: nn.Module, metadata: dict, path: str | Path, images: np.ndarray, *, tolerance: float = 1e-4
+) -> dict:
+    """Write `model` as an ExecuTorch program (XNNPACK-delegated) to `path`; check it with ExecuTorch's runtime."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    path = Path(path)
+    tmp = _temporary_beside(path)
+    try:
+        with _quiet_exporters():
+            program = torch.export.export(model, (torch.from_numpy(images[:1]),))
+            lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+        tmp.write_bytes(lowered.buffer)
+        logits = run_executorch(tmp, images)
+        report = _check(logits, _reference_logits(model, images), tolerance, path, "the ExecuTorch runtime")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    report.update(format="executorch", path=str(path), sidecar=str(_write_sidecar(path, metadata)), backend="xnnpack")
+    return report
+
+
+def run_executorch(path: str | Path, images: np.ndarray) -> np.ndarray:
+    """Logits of an exported `.pte` for `images`, one image per call (the program's batch is 1)."""
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    return np.concatenate(
+        [method.execute([torch.from_numpy(images[i : i + 1])])[0].numpy() for i in range(len(images))]
+    )
+
+
+def _check(logits: np.ndarray, reference: np.ndarray, tolerance: float, path: Path, runtime: str) -> dict:
+    difference = float(np.abs(logits - reference).max())
+    same_top1 = float((logits.argmax(1) == reference.argmax(1)).mean())
+    if difference > tolerance:
+        raise RuntimeError(
+            f"{path}: {runtime} differs from PyTorch by {difference:.2e} (> {tolerance:.0e}) on {len(logits)} images; "
+            "file not written"
+        )
+    return {"images": len(logits), "max_abs_difference": difference, "same_top1": same_top1}

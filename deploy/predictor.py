@@ -1,0 +1,100 @@
+"""Top-k species for images, from a training checkpoint or an exported ONNX model.
+
+`Predictor.load(path)` takes either:
+- a checkpoint written by train.py (`.pt`): rebuilt by `load_checkpoint`, then BN-folded with
+  `optimize_for_inference`, the same model `export.py` exports;
+- an ONNX file from `export.py` (`.onnx`): run with onnxruntime; class names and normalization come from the
+  file's metadata (`fgm.metadata`, the JSON that is also written beside it).
+
+Preprocessing is the evaluation view of training (`data.transforms.eval_transform`: shorter side to
+resolution / 0.875, centre crop, the model's mean/std), so predictions match `evaluate.py`.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from data.cub import pil_to_tensor
+from data.transforms import eval_transform
+from mobilenet import load_checkpoint, optimize_for_inference
+
+METADATA_KEY = "fgm.metadata"  # the key of the JSON metadata in an exported ONNX file
+
+
+def export_metadata(info: dict, model_config: dict) -> dict:
+    """What a deployed model needs besides its weights: class names, input size and normalization."""
+    data = info["data_config"]
+    return {
+        "class_names": list(info["class_names"]),
+        "resolution": int(data["resolution"]),
+        "mean": [float(v) for v in data["mean"]],
+        "std": [float(v) for v in data["std"]],
+        "arch": model_config["arch"],
+        "width_mult": model_config["width_mult"],
+        "input": "float32 NCHW, RGB scaled to [0, 1] then (x - mean) / std",
+        "output": "logits, one per class name",
+    }
+
+
+class Predictor:
+    """Callable model plus its metadata; `predict(images, k)` returns the top-k per image."""
+
+    def __init__(self, run, metadata: dict, source: str) -> None:
+        self._run = run  # float32 array (N, 3, R, R) -> logits array (N, K)
+        self.metadata = metadata
+        self.class_names: list[str] = metadata["class_names"]
+        self.source = source
+        self._transform = eval_transform(metadata["resolution"], mean=metadata["mean"], std=metadata["std"])
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Predictor":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such model file")
+        if path.suffix == ".onnx":
+            return cls._load_onnx(path)
+        model, info = load_checkpoint(path)
+        fast = optimize_for_inference(model, channels_last=True)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return fast(torch.from_numpy(x)).float().numpy()
+
+        return cls(run, export_metadata(info, info["model_config"]), str(path))
+
+    @classmethod
+    def _load_onnx(cls, path: Path) -> "Predictor":
+        import onnx
+        import onnxruntime as ort
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        if METADATA_KEY not in props:
+            raise ValueError(f"{path}: no '{METADATA_KEY}' metadata: not exported by export.py")
+        metadata = json.loads(props[METADATA_KEY])
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return session.run(None, {input_name: x})[0]
+
+        return cls(run, metadata, str(path))
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """An RGB PIL image -> the model's normalized float32 input (3, R, R)."""
+        return self._transform(pil_to_tensor(image)).numpy().astype(np.float32)
+
+    def logits(self, images: list[Image.Image]) -> np.ndarray:
+        return self._run(np.stack([self.preprocess(img) for img in images]))
+
+    def predict(self, images: list[Image.Image], k: int = 5) -> list[list[dict]]:
+        """Per image, the k most probable classes as `{"label", "index", "probability"}`, most probable first."""
+        logits = torch.from_numpy(self.logits(images)).double()
+        probabilities = logits.softmax(1)
+        top = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
+        return [
+            [{"label": self.class_names[i], "index": int(i), "probability": float(p)} for p, i in zip(ps, idx)]
+            for ps, idx in zip(top.values.tolist(), top.indices.tolist())
+        ]

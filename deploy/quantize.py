@@ -1,0 +1,170 @@
+"""Int8 post-training static quantization for CPUs, and the fp32-versus-int8 report.
+
+PyTorch's current flow (PT2E, torchao): `torch.export` the BN-folded model, `prepare_pt2e` with the
+`X86InductorQuantizer` (int8 activations per tensor, int8 weights per output channel, the oneDNN recipe),
+run calibration images through it so the observers see real activation ranges, `convert_pt2e`, then
+`torch.compile` with Inductor's freezing, which turns the quantize/dequantize pairs around each
+convolution into oneDNN int8 convolutions. For ARM CPUs the same code takes torchao's ARM quantizer or
+ExecuTorch's XNNPACK quantizer in place of the x86 one.
+
+    python -m deploy.quantize --checkpoint runs/cub20-v2-finetune/best.pt [--data-root ...]
+
+prints file size, latency at batch 1 and 32 and test top-1 of the fp32 model (eager fast path and
+compiled) against the int8 model, all measured in the same process.
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from data.cub import CUB200
+from data.transforms import eval_transform
+from mobilenet import load_checkpoint, optimize_for_inference
+
+
+def quantize_int8(model: nn.Module, calibration: list[torch.Tensor]) -> nn.Module:
+    """The PT2E-quantized (int8) version of eval-mode `model`, calibrated on the batches in `calibration`.
+
+    The result runs the quantize/dequantize reference graph; `compile_for_cpu` makes it fast.
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+    folded = optimize_for_inference(model, channels_last=False)
+    example = calibration[0][:2]
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        graph = torch.export.export(folded, (example,), dynamic_shapes=({0: batch},)).module()
+        quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(graph, quantizer)
+        with torch.no_grad():
+            for images in calibration:
+                prepared(images)
+        return convert_pt2e(prepared)
+
+
+def compile_for_cpu(model: nn.Module) -> nn.Module:
+    """`torch.compile` with Inductor freezing (weights become constants; int8 patterns become oneDNN kernels)."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    return torch.compile(model, dynamic=False)
+
+
+def saved_size(model: nn.Module, example: torch.Tensor) -> int:
+    """Bytes of the model as a `torch.export` archive (.pt2): weights at their stored precision."""
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore", FutureWarning)
+        path = Path(tmp) / "model.pt2"
+        torch.export.save(torch.export.export(model, (example,)), str(path))
+        return path.stat().st_size
+
+
+def median_seconds(model: nn.Module, x: torch.Tensor, rounds: int) -> float:
+    with torch.inference_mode():
+        model(x)  # warm-up (and compilation for a compiled model)
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 32) -> float:
+    with torch.inference_mode():
+        predictions = torch.cat(
+            [model(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]
+        )
+    return (predictions == labels).double().mean().item()
+
+
+def load_split(root: str, split: str, resolution: int, mean, std, classes=None, limit: int | None = None):
+    dataset = CUB200(root, split, transform=eval_transform(resolution, mean=mean, std=std), classes=classes)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    step = max(1, len(dataset) // count)
+    indices = list(range(0, len(dataset), step))[:count]
+    return torch.stack([dataset[i][0] for i in indices]), torch.tensor([dataset.targets[i] for i in indices])
+
+
+def report(checkpoint: str, data_root: str | None = None, *, calibration_images: int = 256, rounds: int = 10) -> dict:
+    """fp32 (eager fast path, compiled) against int8 (compiled): size, latency at batch 1 and 32, test top-1."""
+    model, info = load_checkpoint(checkpoint)
+    config, data = info["config"], info["data_config"]
+    root = data_root or config.get("data_root")
+    if not root or not (Path(root) / "images.txt").is_file():
+        raise FileNotFoundError(f"data root {root!r} not found: give --data-root")
+    classes = config.get("class_ids")
+    resolution = data["resolution"]
+    train_x, _ = load_split(root, "train", resolution, data["mean"], data["std"], classes, calibration_images)
+    test_x, test_y = load_split(root, "test", resolution, data["mean"], data["std"], classes)
+    int8 = quantize_int8(model, list(train_x.split(32)))
+    variants = {
+        "fp32 eager (BN folded, channels_last)": optimize_for_inference(model),
+        "fp32 compiled": compile_for_cpu(optimize_for_inference(model, channels_last=False)),
+        "int8 compiled": compile_for_cpu(int8),
+    }
+    sizes = {
+        "fp32": saved_size(optimize_for_inference(model, channels_last=False), test_x[:2]),
+        "int8": saved_size(int8, test_x[:2]),
+    }
+    rows = []
+    for name, variant in variants.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            row = {
+                "model": name,
+                "size_mb": sizes["int8" if name.startswith("int8") else "fp32"] / 1e6,
+                "latency_ms_batch1": 1000 * median_seconds(variant, test_x[:1], rounds),
+                "latency_ms_batch32": 1000 * median_seconds(variant, test_x[:32], rounds),
+                "top1": top1(variant, test_x, test_y),
+            }
+        rows.append(row)
+    return {"checkpoint": checkpoint, "data_root": root, "test_images": len(test_x), "calibration_images": len(train_x),
+            "threads": torch.get_num_threads(), "rows": rows}  # fmt: skip
+
+
+def format_report(result: dict) -> str:
+    rows = result["rows"]
+    base = rows[0]
+    lines = [
+        f"{result['checkpoint']} on {result['data_root']} ({result['test_images']} test images, "
+        f"{result['calibration_images']} calibration images, {result['threads']} threads)",
+        "| model | file (MB) | batch 1 (ms) | batch 32 (ms) | speed-up at 32 vs fp32 eager | top-1 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['size_mb']:.2f} | {r['latency_ms_batch1']:.1f} | {r['latency_ms_batch32']:.1f} | "
+            f"{base['latency_ms_batch32'] / r['latency_ms_batch32']:.2f}x | {r['top1']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description="Int8 post-training quantization: fp32 versus int8 on CPU.")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
+    p.add_argument("--data-root", default=None, help="CUB root (default: the one the run trained on)")
+    p.add_argument("--calibration-images", type=int, default=256, help="training images to calibrate on (default: 256)")
+    p.add_argument("--rounds", type=int, default=10, help="timed rounds per measurement, median (default: 10)")
+    p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    args = p.parse_args(argv)
+    result = report(args.checkpoint, args.data_root, calibration_images=args.calibration_images, rounds=args.rounds)
+    print(format_report(result))
+    if args.json:
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        os.replace(tmp, args.json)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Export a trained model: `python export.py --checkpoint runs/NAME/best.pt --format onnx|executorch --out PATH`.
+
+The BN-folded inference model is exported with its class names and normalization (inside the ONNX file and in
+`PATH.json`), then run by the target runtime on real images and compared with PyTorch: the export fails, and
+writes nothing, if any logit differs by more than `--tolerance` (default 1e-4). The images are `--images`
+(files or folders) or, by default, the first `--verify-count` test images of the data the run trained on.
+
+- `onnx`: for services (onnxruntime, any language); dynamic batch.
+- `executorch`: a `.pte` program for the ExecuTorch runtime on Android/iOS (XNNPACK CPU backend); batch 1.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from data.cub import CUB200
+from deploy.export import export_executorch, export_onnx
+from deploy.images import ImageRejected, decode_image
+from deploy.predictor import Predictor, export_metadata
+from mobilenet import load_checkpoint, optimize_for_inference
+from mobilenet.checkpoint import CheckpointError
+from predict import expand
+
+SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Export a trained MobileNet to ONNX or ExecuTorch and verify it.")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
+    p.add_argument("--format", choices=sorted(SUFFIXES), default="onnx", help="target format (default: onnx)")
+    p.add_argument("--out", default=None, help="output file (default: beside the checkpoint, .onnx or .pte)")
+    p.add_argument("--images", nargs="*", default=None, help="images or folders to verify on (default: test split)")
+    p.add_argument("--verify-count", type=int, default=32, help="images to verify on (default: 32)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest |logit difference| allowed (default: 1e-4)")
+    return p
+
+
+def verification_images(args: argparse.Namespace, info: dict, predictor: Predictor) -> tuple[np.ndarray, str]:
+    """Preprocessed real images (N, 3, R, R) to compare the runtimes on, and where they came from."""
+    if args.images:
+        paths = expand(args.images)[: args.verify_count]
+        source = ", ".join(args.images)
+    else:
+        root = info["config"].get("data_root")
+        if not root or not (Path(root) / "images.txt").is_file():
+            raise ValueError(f"the run's data root {root!r} is not here: give --images FILE_OR_DIR to verify on")
+        dataset = CUB200(root, "test", classes=info["config"].get("class_ids"))
+        step = max(1, len(dataset) // args.verify_count)
+        paths = [dataset.samples[i].path for i in range(0, len(dataset), step)][: args.verify_count]
+        source = f"{root} (test split)"
+    images = []
+    for path in paths:
+        try:
+            images.append(predictor.preprocess(decode_image(Path(path).read_bytes(), name=str(path))))
+        except ImageRejected as e:
+            print(f"export.py: skipped {e}", file=sys.stderr)
+    if not images:
+        raise ValueError(f"no readable images to verify on in {source}")
+    return np.stack(images), source
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = get_args_parser().parse_args(argv)
+    model, info = load_checkpoint(args.checkpoint)
+    metadata = export_metadata(info, info["model_config"])
+    metadata["source_checkpoint"] = str(args.checkpoint)
+    inference_model = optimize_for_inference(model, channels_last=False)
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(SUFFIXES[args.format])
+    images, source = verification_images(args, info, Predictor(lambda x: x, metadata, str(args.checkpoint)))
+    export = export_onnx if args.format == "onnx" else export_executorch
+    report = export(inference_model, metadata, out, images, tolerance=args.tolerance)
+    report["verified_on"] = source
+    size = out.stat().st_size
+    print(f"wrote {out} ({size / 1e6:.2f} MB) and {report['sidecar']}")
+    print(f"verified on {report['images']} images from {source}: max |logit difference| "
+          f"{report['max_abs_difference']:.2e}, same top-1 on {report['same_top1']:.0%}")  # fmt: skip
+    return report
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, CheckpointError, ValueError, RuntimeError) as e:
+        sys.exit(f"export.py: error: {e}")

@@ -1,0 +1,130 @@
+"""A small HTTP service for a trained model: `python serve.py --checkpoint runs/NAME/best.pt --port 8000`.
+
+- `POST /predict`: an image in the multipart field `file` -> `{"top": [{"label", "index", "probability"}...],
+  "model": ..., "milliseconds": ...}`; `?k=N` for the top N (default 5; all classes if fewer).
+- `GET /health`: `{"status": "ok", "model": ..., "classes": K}`.
+- `GET /`: a page where a person uploads a photo and sees the species and confidences.
+
+Bad input gets a 4xx JSON `{"detail": message}`, never a crash: an empty or missing upload (400), a
+non-image (415), a truncated image (400), a body over `--max-bytes` (413, checked while the upload streams
+in) or an image over `--max-pixels` (413, checked from the header before decoding). FastAPI + uvicorn.
+"""
+
+import argparse
+import html
+import time
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from deploy.images import MAX_BYTES, MAX_PIXELS, ImageRejected, decode_image
+from deploy.predictor import Predictor
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Fine-grained MobileNet</title>
+<style>
+ body {{ font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; }}
+ #preview {{ max-width: 100%; max-height: 20rem; display: block; margin: 1rem 0; }}
+ table {{ border-collapse: collapse; width: 100%; }} td {{ padding: .25rem .5rem; }}
+ .bar {{ background: #4a7; height: .8rem; }} .error {{ color: #b00; }}
+</style></head>
+<body>
+<h1>Which bird is this?</h1>
+<p>{model} &middot; {classes} species. Choose a photo; the model answers with its five best guesses.</p>
+<form id="form"><input type="file" id="file" name="file" accept="image/*">
+<button type="submit">Identify</button></form>
+<img id="preview" alt="">
+<div id="result" aria-live="polite"></div>
+<script>
+const form = document.getElementById("form"), input = document.getElementById("file");
+const result = document.getElementById("result"), preview = document.getElementById("preview");
+input.addEventListener("change", () => {{
+  if (input.files[0]) preview.src = URL.createObjectURL(input.files[0]);
+}});
+form.addEventListener("submit", async (event) => {{
+  event.preventDefault();
+  if (!input.files[0]) {{ result.innerHTML = '<p class="error">Choose a photo first.</p>'; return; }}
+  result.textContent = "Thinking...";
+  const body = new FormData();
+  body.append("file", input.files[0]);
+  const response = await fetch("predict", {{ method: "POST", body }});
+  const data = await response.json();
+  if (!response.ok) {{ result.innerHTML = ""; const p = document.createElement("p");
+    p.className = "error"; p.textContent = data.detail; result.appendChild(p); return; }}
+  const table = document.createElement("table"); table.id = "predictions";
+  for (const entry of data.top) {{
+    const row = table.insertRow(), name = row.insertCell(), pct = row.insertCell(), bar = row.insertCell();
+    name.textContent = entry.label; name.className = "label";
+    pct.textContent = (100 * entry.probability).toFixed(1) + "%";
+    const fill = document.createElement("div"); fill.className = "bar";
+    fill.style.width = (100 * entry.probability).toFixed(1) + "%"; bar.appendChild(fill); bar.style.width = "50%";
+  }}
+  result.innerHTML = ""; result.appendChild(table);
+}});
+</script>
+</body></html>
+"""
+
+
+def create_app(predictor: Predictor, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> FastAPI:
+    """The service around `predictor`; limits are per app (no global state)."""
+    app = FastAPI(title="Fine-grained MobileNet", docs_url="/docs")
+    page = PAGE.format(model=html.escape(predictor.source), classes=len(predictor.class_names))
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": predictor.source, "classes": len(predictor.class_names)}
+
+    @app.post("/predict")
+    async def predict(request: Request, k: int = 5) -> JSONResponse:
+        if k < 1:
+            raise HTTPException(400, f"k must be at least 1, got {k}")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
+            raise HTTPException(413, f"request body of {int(declared):,} bytes is over the {max_bytes:,}-byte limit")
+        async with request.form(max_files=1, max_fields=4, max_part_size=max_bytes + 1) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise HTTPException(400, "no image: send the photo in a multipart form field named 'file'")
+            data = await upload.read(max_bytes + 1)
+            name = upload.filename or "upload"
+        try:
+            image = await run_in_threadpool(decode_image, data, max_bytes=max_bytes, max_pixels=max_pixels, name=name)
+        except ImageRejected as e:
+            raise HTTPException(e.status, str(e)) from None
+        start = time.perf_counter()
+        top = (await run_in_threadpool(predictor.predict, [image], k))[0]
+        milliseconds = (time.perf_counter() - start) * 1000
+        return JSONResponse({"top": top, "model": predictor.source, "milliseconds": round(milliseconds, 2)})
+
+    return app
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Serve a trained MobileNet over HTTP (FastAPI + uvicorn).")
+    p.add_argument("--checkpoint", required=True, help="train.py checkpoint (.pt) or export.py model (.onnx)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, help=f"largest upload in bytes (default: {MAX_BYTES})")
+    p.add_argument(
+        "--max-pixels", type=int, default=MAX_PIXELS, help=f"largest image in pixels (default: {MAX_PIXELS})"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    args = get_args_parser().parse_args(argv)
+    app = create_app(Predictor.load(args.checkpoint), max_bytes=args.max_bytes, max_pixels=args.max_pixels)
+    uvicorn.run(app, host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

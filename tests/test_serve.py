@@ -1,0 +1,172 @@
+"""serve.py: the HTTP contract, bad input answered with 4xx, a concurrent load test, and the page in Chromium."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+import train
+from deploy.predictor import Predictor
+from serve import create_app
+from tests.conftest import REPO, WEIGHTS
+from tests.test_deploy import jpeg_bytes, noisy_jpeg, png_header_only
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_synthetic_root):
+    out = tmp_path_factory.mktemp("serve") / "run"
+    train.main(["--data-root", str(tiny_synthetic_root), "--arch", "v1", "--width", "0.25", "--resolution", "64",
+                "--epochs", "1", "--batch-size", "4", "--workers", "0", "--out", str(out), "--no-progress"])  # fmt: skip
+    return out / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def client(checkpoint):
+    app = create_app(Predictor.load(checkpoint), max_bytes=200_000, max_pixels=4_000_000)
+    with TestClient(app) as c:
+        yield c
+
+
+def test_health_page_and_prediction(client, checkpoint):
+    health = client.get("/health").json()
+    assert health == {"status": "ok", "model": str(checkpoint), "classes": 4}
+    page = client.get("/")
+    assert page.status_code == 200 and "<form" in page.text and 'name="file"' in page.text
+    response = client.post("/predict?k=3", files={"file": ("bird.jpg", jpeg_bytes((120, 90)), "image/jpeg")})
+    assert response.status_code == 200
+    top = response.json()["top"]
+    assert len(top) == 3 and 0.75 <= sum(t["probability"] for t in top) <= 1 + 1e-9  # the top 3 of 4 classes
+    assert [t["probability"] for t in top] == sorted((t["probability"] for t in top), reverse=True)
+    # The service answers what predict.py's Predictor answers for the same image.
+    from deploy.images import decode_image
+
+    expected = Predictor.load(checkpoint).predict([decode_image(jpeg_bytes((120, 90)))], k=3)[0]
+    assert [t["label"] for t in top] == [t["label"] for t in expected]
+
+
+@pytest.mark.parametrize(
+    "files, status, words",
+    [
+        (None, 400, "field named 'file'"),
+        ({"file": ("empty.jpg", b"", "image/jpeg")}, 400, "empty"),
+        ({"file": ("notes.txt", b"hello, this is text", "text/plain")}, 415, "not an image"),
+        ({"file": ("cut.jpg", noisy_jpeg()[:20_000], "image/jpeg")}, 400, "cannot decode"),
+        ({"file": ("big.jpg", os.urandom(300_000), "image/jpeg")}, 413, "limit"),
+        ({"file": ("bomb.png", png_header_only(20_000, 20_000), "image/png")}, 413, "pixel limit"),
+        ({"other": ("bird.jpg", b"x", "image/jpeg")}, 400, "field named 'file'"),
+    ],
+    ids=["no-body", "empty", "not-an-image", "truncated", "too-many-bytes", "decompression-bomb", "wrong-field"],
+)
+def test_bad_input_gets_a_4xx_and_the_service_keeps_serving(client, files, status, words):
+    response = client.post("/predict", files=files) if files else client.post("/predict")
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+    ok = client.post("/predict", files={"file": ("bird.jpg", jpeg_bytes(), "image/jpeg")})
+    assert ok.status_code == 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve.py exited with {process.returncode}: {process.stderr.read()}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not come up in {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint):
+    """serve.py as a user starts it, in its own process on a free loopback port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "serve.py", "--checkpoint", str(checkpoint), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, process)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stderr.close()
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def test_load_concurrent_requests_no_errors_no_memory_growth(server):
+    url, pid = server
+    images = [jpeg_bytes((200 + 7 * i, 150), colour=(10 * i, 90, 200 - 5 * i)) for i in range(16)]
+
+    def one(i: int) -> int:
+        with httpx.Client(timeout=60) as c:
+            if i % 10 == 9:  # one request in ten is bad input, which must not disturb the rest
+                return c.post(url + "/predict", files={"file": ("x.txt", b"text", "text/plain")}).status_code
+            return c.post(url + "/predict", files={"file": ("b.jpg", images[i % 16], "image/jpeg")}).status_code
+
+    with ThreadPoolExecutor(8) as pool:  # warm-up: allocator pools, thread pools
+        list(pool.map(one, range(40)))
+    before = rss_mb(pid)
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(one, range(300)))
+    after = rss_mb(pid)
+    print(f"300 requests, 16 at a time: RSS {before:.0f} -> {after:.0f} MB")
+    assert statuses.count(200) == 270 and statuses.count(415) == 30
+    assert after - before < 50, f"server memory grew {after - before:.0f} MB over 300 requests"
+    assert httpx.get(url + "/health").json()["status"] == "ok"
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
+)
+def test_page_in_headless_chromium(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, _ = server
+    photo = WEIGHTS / "parrot.jpg"
+    if not photo.is_file():  # ../shared absent: any photo-like JPEG will do for the page's behaviour
+        photo = tmp_path / "bird.jpg"
+        photo.write_bytes(jpeg_bytes((320, 240)))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            assert "Which bird is this?" in page.text_content("h1")
+            page.set_input_files("#file", str(photo))
+            page.click("button[type=submit]")
+            page.wait_for_selector("#predictions .label", timeout=30_000)
+            labels = page.locator("#predictions .label").all_text_contents()
+            percentages = page.locator("#predictions td:nth-child(2)").all_text_contents()
+            page.screenshot(path=str(tmp_path / "page.png"))
+        finally:
+            browser.close()
+    assert len(labels) == 4 and all(labels)  # 4 classes in the test model: top-5 shows 4
+    assert all(p.endswith("%") for p in percentages)
+    assert abs(sum(float(p[:-1]) for p in percentages) - 100) < 0.5
