@@ -44,7 +44,11 @@ def builtin_root() -> Path:
     root = GENERATED_DEFAULT / "CUB_200_2011"
     recipe_file = root / "generator.json"
     wanted = dict(version=GENERATOR_VERSION, **BUILTIN_SET)
-    if not (root / "images.txt").is_file() or not recipe_file.is_file() or json.loads(recipe_file.read_text()) != wanted:
+    if (
+        not (root / "images.txt").is_file()
+        or not recipe_file.is_file()
+        or json.loads(recipe_file.read_text()) != wanted
+    ):
         if root.exists():
             shutil.rmtree(root)
         generate(GENERATED_DEFAULT, **BUILTIN_SET)
