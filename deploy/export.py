@@ -81,7 +81,7 @@ def export_onnx(
         example = torch.from_numpy(images[:2])
         with _quiet_exporters():
             torch.onnx.export(model, (example,), str(tmp), dynamo=True, opset_version=ONNX_OPSET,
-                              input_names=["images"], output_names=["logits"], external_data=False,
+                              input_names=["images"], output_names=["logits"], external_data=False, verbose=False,
                               dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})  # fmt: skip
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto)

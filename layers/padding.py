@@ -34,6 +34,9 @@ class Conv2dSame(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
         left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom))
+        if top == bottom and left == right:
+            # Symmetric (every stride-1 layer): the convolution pads by itself, with no separate pad op for
+            # exporters and quantizers to work around.
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        x = F.pad(x, (left, right, top, bottom))
         return super().forward(x)
