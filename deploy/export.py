@@ -75,12 +75,9 @@ def export_onnx(
     import onnx
     import onnxruntime as ort
 
-    path = Path(path)
-    tmp = _temporary_beside(path)
-    try:
-        example = torch.from_numpy(images[:2])
+    def write_and_run(tmp: Path) -> np.ndarray:
         with _quiet_exporters():
-            torch.onnx.export(model, (example,), str(tmp), dynamo=True, opset_version=ONNX_OPSET,
+            torch.onnx.export(model, (torch.from_numpy(images[:2]),), str(tmp), dynamo=True, opset_version=ONNX_OPSET,
                               input_names=["images"], output_names=["logits"], external_data=False, verbose=False,
                               dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})  # fmt: skip
         proto = onnx.load(str(tmp))
@@ -89,13 +86,10 @@ def export_onnx(
         entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
         onnx.save(proto, str(tmp))
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        logits = session.run(None, {"images": images})[0]
-        report = _check(logits, _reference_logits(model, images), tolerance, path, "onnxruntime")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    report.update(format="onnx", path=str(path), sidecar=str(_write_sidecar(path, metadata)), opset=ONNX_OPSET)
-    return report
+        return session.run(None, {"images": images})[0]
+
+    report = _export_verified(model, metadata, Path(path), images, tolerance, "onnxruntime", write_and_run)
+    return dict(report, format="onnx", opset=ONNX_OPSET)
 
 
 def export_executorch(
@@ -105,20 +99,27 @@ def export_executorch(
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    path = Path(path)
-    tmp = _temporary_beside(path)
-    try:
+    def write_and_run(tmp: Path) -> np.ndarray:
         with _quiet_exporters():
             program = torch.export.export(model, (torch.from_numpy(images[:1]),))
             lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
         tmp.write_bytes(lowered.buffer)
-        logits = run_executorch(tmp, images)
-        report = _check(logits, _reference_logits(model, images), tolerance, path, "the ExecuTorch runtime")
+        return run_executorch(tmp, images)
+
+    report = _export_verified(model, metadata, Path(path), images, tolerance, "the ExecuTorch runtime", write_and_run)
+    return dict(report, format="executorch", backend="xnnpack")
+
+
+def _export_verified(model, metadata, path: Path, images, tolerance: float, runtime: str, write_and_run) -> dict:
+    """Write to a temporary file beside `path`, compare its logits with PyTorch's, and only then move it in."""
+    tmp = _temporary_beside(path)
+    try:
+        logits = write_and_run(tmp)
+        report = _check(logits, _reference_logits(model, images), tolerance, path, runtime)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    report.update(format="executorch", path=str(path), sidecar=str(_write_sidecar(path, metadata)), backend="xnnpack")
-    return report
+    return dict(report, path=str(path), sidecar=str(_write_sidecar(path, metadata)))
 
 
 def run_executorch(path: str | Path, images: np.ndarray) -> np.ndarray:

@@ -38,3 +38,15 @@ def tiny_synthetic_root(tmp_path_factory):
     from data.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("tiny"), num_classes=4, images_per_class=6, image_size=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_synthetic_root):
+    """A small trained run (V2 0.35 at 64 px, 2 epochs on the tiny generated set): weights and batch-norm
+    statistics away from their initial values, for the deployment and service tests."""
+    import train
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    train.main(["--data-root", str(tiny_synthetic_root), "--arch", "v2", "--width", "0.35", "--resolution", "64",
+                "--epochs", "2", "--batch-size", "4", "--workers", "0", "--out", str(out), "--no-progress"])  # fmt: skip
+    return out / "best.pt"

@@ -12,7 +12,6 @@ from PIL import Image
 
 import export
 import predict
-import train
 from deploy.export import run_executorch
 from deploy.images import ImageRejected, decode_image
 from deploy.predictor import METADATA_KEY, Predictor
@@ -80,12 +79,8 @@ def test_decode_image_byte_limit():
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tiny_synthetic_root):
-    """A small trained run (V2 0.35 at 64 px on the tiny generated set): weights and BN statistics not at init."""
-    out = tmp_path_factory.mktemp("deploy") / "run"
-    train.main(["--data-root", str(tiny_synthetic_root), "--arch", "v2", "--width", "0.35", "--resolution", "64",
-                "--epochs", "2", "--batch-size", "4", "--workers", "0", "--out", str(out), "--no-progress"])  # fmt: skip
-    return out / "best.pt"
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def real_images() -> list:

@@ -12,7 +12,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-import train
 from deploy.predictor import Predictor
 from serve import create_app
 from tests.conftest import REPO, WEIGHTS
@@ -22,11 +21,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tiny_synthetic_root):
-    out = tmp_path_factory.mktemp("serve") / "run"
-    train.main(["--data-root", str(tiny_synthetic_root), "--arch", "v1", "--width", "0.25", "--resolution", "64",
-                "--epochs", "1", "--batch-size", "4", "--workers", "0", "--out", str(out), "--no-progress"])  # fmt: skip
-    return out / "best.pt"
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
