@@ -2,7 +2,8 @@
 
 1. Fold every batch norm into the convolution before it (eval-mode BN is an affine map per channel:
    W' = W * gamma / sqrt(var + eps), b' = beta - gamma * mean / sqrt(var + eps)), so each ConvBNAct costs
-   one convolution; BN modules become Identity.
+   one convolution; BN modules become Identity. Stride-1 TensorFlow-"SAME" convolutions (imported Google
+   weights) become plain `nn.Conv2d`s with symmetric padding, the same function.
 2. channels_last (NHWC) memory format, which oneDNN's depthwise and 1x1 kernels prefer on CPU.
 3. Optionally `torch.compile` (Inductor) on top, with freezing of the weights for inference.
 
@@ -14,7 +15,7 @@ import copy
 import torch
 from torch import nn
 
-from layers import ConvBNAct
+from layers import Conv2dSame, ConvBNAct
 
 
 @torch.no_grad()
@@ -28,6 +29,18 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
+def plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """A stride-1 `Conv2dSame` as the equivalent `nn.Conv2d` (TensorFlow "SAME" is symmetric at stride 1 for
+    odd kernels); any other convolution is returned as it is. Exporters and quantizers match `nn.Conv2d`."""
+    k, s, d = conv.kernel_size, conv.stride, conv.dilation
+    if not isinstance(conv, Conv2dSame) or s != (1, 1) or d != (1, 1) or not (k[0] % 2 and k[1] % 2):
+        return conv
+    plain = nn.Conv2d(conv.in_channels, conv.out_channels, k, padding=(k[0] // 2, k[1] // 2), groups=conv.groups,
+                      bias=conv.bias is not None)  # fmt: skip
+    plain.load_state_dict(conv.state_dict())
+    return plain
+
+
 def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, compile: bool = False) -> nn.Module:
     """A BN-folded, channels_last (and optionally compiled) copy of `model` for inference; `model` is untouched."""
     fast = copy.deepcopy(model).eval()
@@ -35,6 +48,8 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, comp
         if isinstance(module, ConvBNAct) and isinstance(module.bn, nn.BatchNorm2d):
             module.conv = fold_batchnorm(module.conv, module.bn)
             module.bn = nn.Identity()
+        if isinstance(module, ConvBNAct):
+            module.conv = plain_conv(module.conv)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     for p in fast.parameters():

@@ -47,9 +47,10 @@ def execute(path: Path, *, out: Path | None = None, timeout: int = 600) -> float
         kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
         client = NotebookClient(nb, km=kernel, timeout=timeout, resources={"metadata": {"path": str(REPO_ROOT)}})
         try:
-            client.execute()
+            client.execute(cleanup_kc=True)  # stop the client's sockets and the kernel when done
         finally:
-            kernel.shutdown_kernel(now=True)
+            if kernel.has_kernel:
+                kernel.shutdown_kernel(now=True)
     nbformat.write(nb, out or path)
     return time.perf_counter() - start
 

@@ -36,3 +36,18 @@ def test_fast_path_equals_eval_model_within_1e_4():
             diff = (fast(x.contiguous(memory_format=torch.channels_last)) - model(x)).abs().max().item()
         assert diff <= 1e-4
         assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the input model is untouched
+
+
+def test_fast_path_of_a_tensorflow_padded_model():
+    # Imported Google weights use TensorFlow "SAME" padding; the fast path turns the stride-1 layers into plain
+    # symmetric nn.Conv2d (what quantizers and exporters match) and keeps the asymmetric stride-2 ones.
+    from layers import Conv2dSame
+
+    model = _random_statistics(create_model("v2", width_mult=0.35, num_classes=10, padding="tf_same"))
+    fast = optimize_for_inference(model, channels_last=False)
+    same = [m for m in fast.modules() if isinstance(m, Conv2dSame)]
+    assert len(same) == 5 and all(m.stride == (2, 2) for m in same)  # the stem and the four stride-2 blocks
+    for size in (96, 97):  # even and odd inputs pad differently at stride 2
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            assert (fast(x) - model(x)).abs().max().item() <= 1e-4
