@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from layers import Conv2dSame, ConvBNAct
+from layers.padding import same_padding
 
 
 @torch.no_grad()
@@ -39,6 +40,32 @@ def plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
                       bias=conv.bias is not None)  # fmt: skip
     plain.load_state_dict(conv.state_dict())
     return plain
+
+
+@torch.no_grad()
+def bake_same_padding(model: nn.Module, resolution: int) -> nn.Module:
+    """`model` (changed in place) for one input size: every remaining `Conv2dSame` becomes a fixed zero pad
+    followed by a plain `nn.Conv2d`, the padding it computes for that size. For int8 quantization, whose
+    x86 quantizer matches `nn.Conv2d` only; the model then gives wrong results at other input sizes."""
+    sizes: dict[nn.Module, tuple[int, int]] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args: sizes.__setitem__(m, tuple(args[0].shape[-2:])))
+             for m in model.modules() if isinstance(m, Conv2dSame)]  # fmt: skip
+    was_training = model.training
+    model.eval()(torch.zeros(1, 3, resolution, resolution))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    for module in model.modules():
+        if isinstance(module, ConvBNAct) and module.conv in sizes:
+            conv = module.conv
+            (height, width), k, s, d = sizes[conv], conv.kernel_size, conv.stride, conv.dilation
+            top, bottom = same_padding(height, k[0], s[0], d[0])
+            left, right = same_padding(width, k[1], s[1], d[1])
+            plain = nn.Conv2d(conv.in_channels, conv.out_channels, k, s, dilation=d, groups=conv.groups,
+                              bias=conv.bias is not None)  # fmt: skip
+            plain.load_state_dict(conv.state_dict())
+            module.conv = nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), plain)
+    return model
 
 
 def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, compile: bool = False) -> nn.Module:

@@ -51,3 +51,15 @@ def test_fast_path_of_a_tensorflow_padded_model():
         x = torch.randn(2, 3, size, size)
         with torch.no_grad():
             assert (fast(x) - model(x)).abs().max().item() <= 1e-4
+
+
+def test_baked_padding_is_the_same_function_at_its_size():
+    from layers import Conv2dSame
+    from mobilenet.inference import bake_same_padding
+
+    model = _random_statistics(create_model("v1", width_mult=0.25, num_classes=10, padding="tf_same"))
+    baked = bake_same_padding(optimize_for_inference(model, channels_last=False), 97)
+    assert not any(isinstance(m, Conv2dSame) for m in baked.modules())
+    x = torch.randn(2, 3, 97, 97)
+    with torch.no_grad():
+        assert (baked(x) - model(x)).abs().max().item() <= 1e-4
