@@ -186,8 +186,10 @@ def test_int8_quantization_keeps_a_trained_model_s_predictions(checkpoint, tiny_
     train_x, _ = load_split(str(tiny_synthetic_root), "train", 64, data["mean"], data["std"])
     test_x, _ = load_split(str(tiny_synthetic_root), "test", 64, data["mean"], data["std"])
     int8 = quantize_int8(model, list(train_x.split(6)))
-    quantize_ops = [n for n in int8.graph.nodes if "quantize_per" in str(n.target)]
-    assert len(quantize_ops) >= 2 * 52  # weights and activations of all 52 convolutions and the classifier
+    targets = [str(n.target) for n in int8.graph.nodes if n.op == "call_function"]
+    # Every convolution (52 in V2) and the classifier has int8 per-channel weights.
+    assert targets.count("aten.conv2d.default") == 52
+    assert targets.count("quantized_decomposed.dequantize_per_channel.default") == 52 + 1
     with torch.no_grad():
         fp32, quantized = model(test_x), int8(test_x)
     correlation = np.corrcoef(fp32.flatten().numpy(), quantized.flatten().numpy())[0, 1]
@@ -213,3 +215,15 @@ def test_int8_google_v1_agrees_with_fp32_on_real_birds():
         agreement = (model(test_x).argmax(1) == int8(test_x).argmax(1)).double().mean().item()
     print(f"int8 vs fp32 top-1 agreement on {len(test_x)} cub20 photos: {agreement:.3f}")
     assert agreement >= 0.8
+
+
+@requires_weights
+def test_int8_quantizes_every_convolution_of_a_tensorflow_padded_model():
+    # Google's files use TensorFlow "SAME" padding; baked in, all 52 convolutions of V2 are quantized.
+    from deploy.quantize import quantize_int8
+    from mobilenet.tflite import load_tflite
+
+    model = load_tflite(WEIGHTS / "mobilenet_v2_1.0_224_quant.tflite").eval()
+    int8 = quantize_int8(model, [torch.randn(2, 3, 224, 224)])
+    targets = [str(n.target) for n in int8.graph.nodes if n.op == "call_function"]
+    assert targets.count("quantized_decomposed.dequantize_per_channel.default") == 52 + 1
