@@ -198,23 +198,24 @@ def test_int8_quantization_keeps_a_trained_model_s_predictions(checkpoint, tiny_
 
 @requires_weights
 @requires_cub20
-def test_int8_google_v1_agrees_with_fp32_on_real_birds():
-    # A real ImageNet model, real photos: int8 (calibrated on 64 cub20 training images) keeps the top-1 of
-    # fp32 on at least 80% of 100 cub20 test photos (measured: 84%; birds are outside most of ImageNet's 1000
-    # classes, so many of these top-1s are low-confidence, the easiest to flip; the smallest V1 is also the
-    # most sensitive to quantization).
+def test_int8_google_v1_keeps_confident_predictions_on_real_birds():
+    # A real ImageNet model on real photos: where fp32 is confident (probability >= 0.5), int8 (calibrated on
+    # 64 cub20 training images) keeps its top-1 on at least 95% of the photos (measured: 56 of 57). Birds
+    # are outside most of ImageNet's classes, so the other predictions have small margins and flip more.
     from deploy.quantize import load_split, quantize_int8
     from mobilenet.tflite import load_tflite
 
-    model = load_tflite(WEIGHTS / "mobilenet_v1_0.25_128_quant.tflite").eval()
+    model = load_tflite(WEIGHTS / "mobilenet_v1_0.75_192_quant.tflite").eval()
     mean, std = model.data_config["mean"], model.data_config["std"]
-    train_x, _ = load_split(str(CUB20), "train", 128, mean, std, limit=64)
-    test_x, _ = load_split(str(CUB20), "test", 128, mean, std, limit=100)
+    train_x, _ = load_split(str(CUB20), "train", 192, mean, std, limit=64)
+    test_x, _ = load_split(str(CUB20), "test", 192, mean, std, limit=100)
     int8 = quantize_int8(model, list(train_x.split(32)))
     with torch.no_grad():
-        agreement = (model(test_x).argmax(1) == int8(test_x).argmax(1)).double().mean().item()
-    print(f"int8 vs fp32 top-1 agreement on {len(test_x)} cub20 photos: {agreement:.3f}")
-    assert agreement >= 0.8
+        probabilities, quantized = model(test_x).softmax(1), int8(test_x)
+    confident = probabilities.max(1).values >= 0.5
+    agreement = (probabilities.argmax(1) == quantized.argmax(1))[confident].double().mean().item()
+    print(f"int8 keeps fp32's top-1 on {agreement:.3f} of {int(confident.sum())} confident cub20 photos")
+    assert confident.sum() >= 30 and agreement >= 0.95
 
 
 @requires_weights
