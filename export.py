@@ -18,7 +18,7 @@ import numpy as np
 from data.cub import CUB200
 from deploy.export import export_executorch, export_onnx
 from deploy.images import ImageRejected, decode_image
-from deploy.predictor import Predictor, export_metadata
+from deploy.predictor import export_metadata, preprocessor
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.checkpoint import CheckpointError
 from predict import expand
@@ -37,7 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def verification_images(args: argparse.Namespace, info: dict, predictor: Predictor) -> tuple[np.ndarray, str]:
+def verification_images(args: argparse.Namespace, info: dict, metadata: dict) -> tuple[np.ndarray, str]:
     """Preprocessed real images (N, 3, R, R) to compare the runtimes on, and where they came from."""
     if args.images:
         paths = expand(args.images)[: args.verify_count]
@@ -50,10 +50,11 @@ def verification_images(args: argparse.Namespace, info: dict, predictor: Predict
         step = max(1, len(dataset) // args.verify_count)
         paths = [dataset.samples[i].path for i in range(0, len(dataset), step)][: args.verify_count]
         source = f"{root} (test split)"
+    preprocess = preprocessor(metadata)
     images = []
     for path in paths:
         try:
-            images.append(predictor.preprocess(decode_image(Path(path).read_bytes(), name=str(path))))
+            images.append(preprocess(decode_image(Path(path).read_bytes(), name=str(path))))
         except ImageRejected as e:
             print(f"export.py: skipped {e}", file=sys.stderr)
     if not images:
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     metadata["source_checkpoint"] = str(args.checkpoint)
     inference_model = optimize_for_inference(model, channels_last=False)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(SUFFIXES[args.format])
-    images, source = verification_images(args, info, Predictor(lambda x: x, metadata, str(args.checkpoint)))
+    images, source = verification_images(args, info, metadata)
     export = export_onnx if args.format == "onnx" else export_executorch
     report = export(inference_model, metadata, out, images, tolerance=args.tolerance)
     report["verified_on"] = source

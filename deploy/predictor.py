@@ -39,6 +39,12 @@ def export_metadata(info: dict, model_config: dict) -> dict:
     }
 
 
+def preprocessor(metadata: dict):
+    """The evaluation view for a model with `metadata`: RGB PIL image -> normalized float32 array (3, R, R)."""
+    transform = eval_transform(metadata["resolution"], mean=metadata["mean"], std=metadata["std"])
+    return lambda image: transform(pil_to_tensor(image)).numpy().astype(np.float32)
+
+
 class Predictor:
     """Callable model plus its metadata; `predict(images, k)` returns the top-k per image."""
 
@@ -47,7 +53,7 @@ class Predictor:
         self.metadata = metadata
         self.class_names: list[str] = metadata["class_names"]
         self.source = source
-        self._transform = eval_transform(metadata["resolution"], mean=metadata["mean"], std=metadata["std"])
+        self.preprocess = preprocessor(metadata)  # RGB PIL image -> the model's input (3, R, R) float32
 
     @classmethod
     def load(cls, path: str | Path) -> "Predictor":
@@ -81,10 +87,6 @@ class Predictor:
             return session.run(None, {input_name: x})[0]
 
         return cls(run, metadata, str(path))
-
-    def preprocess(self, image: Image.Image) -> np.ndarray:
-        """An RGB PIL image -> the model's normalized float32 input (3, R, R)."""
-        return self._transform(pil_to_tensor(image)).numpy().astype(np.float32)
 
     def logits(self, images: list[Image.Image]) -> np.ndarray:
         return self._run(np.stack([self.preprocess(img) for img in images]))
