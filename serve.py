@@ -12,6 +12,7 @@ in) or an image over `--max-pixels` (413, checked from the header before decodin
 
 import argparse
 import html
+import sys
 import time
 
 from fastapi import FastAPI, HTTPException, Request
@@ -21,6 +22,7 @@ from starlette.datastructures import UploadFile
 
 from deploy.images import MAX_BYTES, MAX_PIXELS, ImageRejected, decode_image
 from deploy.predictor import Predictor
+from mobilenet.checkpoint import CheckpointError
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Fine-grained MobileNet</title>
@@ -127,4 +129,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, CheckpointError, ValueError) as e:
+        sys.exit(f"serve.py: error: {e}")
