@@ -14,7 +14,6 @@ whole image resized), `bbox` (the bounding-box crop resized); `--hflip` averages
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ from data.transforms import Compose, Normalize, Resize, ResizeCenterCrop
 from evaluation import plots
 from evaluation.gradcam import grad_cam
 from evaluation.metrics import classification_metrics
+from evaluation.timing import median_seconds
 from mobilenet.checkpoint import CheckpointError, load_checkpoint
 from mobilenet.flops import count_macs
 from training.runtime import select_device, tune_malloc
@@ -85,18 +85,8 @@ def measure_speed(model, resolution: int, device, *, batch_size: int, rounds: in
     result = {}
     for batch in (1, batch_size):
         x = torch.randn(batch, 3, resolution, resolution, device=device)
-        times = []
         with torch.no_grad():
-            for i in range(rounds + 2):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                model(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                if i >= 2:  # two warm-up rounds
-                    times.append(time.perf_counter() - start)
-        median = sorted(times)[len(times) // 2]
+            median = median_seconds(lambda x=x: model(x), rounds, warmup=2, cuda=device.type == "cuda")
         result["latency_ms_batch1" if batch == 1 else "images_per_s"] = median * 1000 if batch == 1 else batch / median
     return result
 

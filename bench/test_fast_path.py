@@ -11,19 +11,9 @@ import time
 import pytest
 import torch
 
+from evaluation.timing import median_seconds
 from mobilenet import create_model, optimize_for_inference
 from mobilenet.flops import count_macs
-
-
-def median_seconds(fn, rounds: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def matmul_macs_per_second(n: int = 2048, rounds: int = 5) -> float:

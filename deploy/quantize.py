@@ -16,7 +16,6 @@ compiled) against the int8 model, all measured in the same process.
 import argparse
 import json
 import os
-import time
 import warnings
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from torch import nn
 
 from data.cub import CUB200
 from data.transforms import eval_transform
+from evaluation.timing import median_seconds
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.inference import bake_same_padding
 
@@ -77,17 +77,6 @@ def _attribute(module: nn.Module, dotted: str):
     return module
 
 
-def median_seconds(model: nn.Module, x: torch.Tensor, rounds: int) -> float:
-    with torch.inference_mode():
-        model(x)  # warm-up (and compilation for a compiled model)
-        times = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
 def top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 32) -> float:
     with torch.inference_mode():
         predictions = torch.cat(
@@ -124,14 +113,14 @@ def report(checkpoint: str, data_root: str | None = None, *, calibration_images:
     sizes = {"fp32": weight_bytes(optimize_for_inference(model)), "int8": weight_bytes(int8)}
     rows = []
     for name, variant in variants.items():
-        with warnings.catch_warnings():  # torch's own deprecation notices while compiling
+        with warnings.catch_warnings(), torch.inference_mode():  # torch's own notices while compiling
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", UserWarning)
             row = {
                 "model": name,
                 "size_mb": sizes["int8" if name.startswith("int8") else "fp32"] / 1e6,
-                "latency_ms_batch1": 1000 * median_seconds(variant, test_x[:1], rounds),
-                "latency_ms_batch32": 1000 * median_seconds(variant, test_x[:32], rounds),
+                "latency_ms_batch1": 1000 * median_seconds(lambda v=variant: v(test_x[:1]), rounds, warmup=1),
+                "latency_ms_batch32": 1000 * median_seconds(lambda v=variant: v(test_x[:32]), rounds, warmup=1),
                 "top1": top1(variant, test_x, test_y),
             }
         rows.append(row)
