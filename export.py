@@ -3,7 +3,8 @@
 The BN-folded inference model is exported with its class names and normalization (inside the ONNX file and in
 `PATH.json`), then run by the target runtime on real images and compared with PyTorch: the export fails, and
 writes nothing, if any logit differs by more than `--tolerance` (default 1e-4). The images are `--images`
-(files or folders) or, by default, the first `--verify-count` test images of the data the run trained on.
+(files, or folders searched with their sub-folders) or, by default, `--verify-count` test images spread over
+the data the run trained on.
 
 - `onnx`: for services (onnxruntime, any language); dynamic batch.
 - `executorch`: a `.pte` program for the ExecuTorch runtime on Android/iOS (XNNPACK CPU backend); batch 1.
@@ -16,12 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from data.cub import CUB200
-from deploy.export import export_executorch, export_onnx
-from deploy.images import ImageRejected, decode_image
+from deploy.export import ExportMismatch, export_executorch, export_onnx
+from deploy.images import ImageRejected, NoImagesFound, find_images, read_image_file
 from deploy.predictor import export_metadata, preprocessor
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.checkpoint import CheckpointError
-from predict import expand
 
 SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}
 
@@ -31,7 +31,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
     p.add_argument("--format", choices=sorted(SUFFIXES), default="onnx", help="target format (default: onnx)")
     p.add_argument("--out", default=None, help="output file (default: beside the checkpoint, .onnx or .pte)")
-    p.add_argument("--images", nargs="*", default=None, help="images or folders to verify on (default: test split)")
+    p.add_argument(
+        "--images",
+        nargs="*",
+        default=None,
+        help="image files, or folders searched with their sub-folders, to verify on (default: the run's test split)",
+    )
     p.add_argument("--verify-count", type=int, default=32, help="images to verify on (default: 32)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest |logit difference| allowed (default: 1e-4)")
     return p
@@ -40,12 +45,16 @@ def get_args_parser() -> argparse.ArgumentParser:
 def verification_images(args: argparse.Namespace, info: dict, metadata: dict) -> tuple[np.ndarray, str]:
     """Preprocessed real images (N, 3, R, R) to compare the runtimes on, and where they came from."""
     if args.images:
-        paths = expand(args.images)[: args.verify_count]
+        found, skipped = find_images(args.images)
+        for path, reason in skipped:
+            print(f"export.py: skipped {path}: {reason}", file=sys.stderr)
+        step = max(1, len(found) // args.verify_count)
+        paths = found[::step][: args.verify_count]
         source = ", ".join(args.images)
     else:
         root = info["config"].get("data_root")
         if not root or not (Path(root) / "images.txt").is_file():
-            raise ValueError(f"the run's data root {root!r} is not here: give --images FILE_OR_DIR to verify on")
+            raise NoImagesFound(f"the run's data root {root!r} is not here: give --images FILE_OR_DIR to verify on")
         dataset = CUB200(root, "test", classes=info["config"].get("class_ids"))
         step = max(1, len(dataset) // args.verify_count)
         paths = [dataset.samples[i].path for i in range(0, len(dataset), step)][: args.verify_count]
@@ -54,11 +63,11 @@ def verification_images(args: argparse.Namespace, info: dict, metadata: dict) ->
     images = []
     for path in paths:
         try:
-            images.append(preprocess(decode_image(Path(path).read_bytes(), name=str(path))))
+            images.append(preprocess(read_image_file(Path(path))))
         except ImageRejected as e:
             print(f"export.py: skipped {e}", file=sys.stderr)
     if not images:
-        raise ValueError(f"no readable images to verify on in {source}")
+        raise NoImagesFound(f"no readable images to verify on in {source}")
     return np.stack(images), source
 
 
@@ -83,5 +92,5 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, CheckpointError, ValueError, RuntimeError) as e:
+    except (FileNotFoundError, CheckpointError, NoImagesFound, ExportMismatch) as e:
         sys.exit(f"export.py: error: {e}")

@@ -1,25 +1,36 @@
 """Top-5 species for images: `python predict.py IMAGE_OR_DIR... --checkpoint runs/NAME/best.pt [--json]`.
 
-`--checkpoint` takes a train.py checkpoint (`.pt`) or a model exported by export.py (`.onnx`). A directory
-argument predicts every image in it (sorted; files PIL cannot read are reported and skipped). Prints one
+`--checkpoint` takes a train.py checkpoint (`.pt`) or a model exported by export.py (`.onnx`). A folder
+argument predicts every image file in it and in its sub-folders (a CUB `images/` folder of class folders
+works as given), in sorted order. Every file that cannot be read (missing, empty, truncated, not an image,
+too large, a dangling link) is reported with its reason and the others are still predicted. Prints one
 block per image, or with `--json` one JSON document: `[{"image": path, "top": [{"label", "index",
 "probability"}, ...]}, ...]`, with `"error"` instead of `"top"` for an image that could not be read.
+
+Exit status: 0 when every image was predicted, 1 when at least one was reported unreadable, 2 for a usage
+error (a bad option, no images, an unreadable model file).
 """
 
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from deploy.images import ImageRejected, decode_image
+from deploy.images import ImageRejected, NoImagesFound, find_images, read_image_file
 from deploy.predictor import Predictor
+from mobilenet.checkpoint import CheckpointError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+class UsageError(ValueError):
+    """A bad option or input that stops the command before any prediction: one line, exit status 2."""
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Predict bird species with a trained or exported MobileNet.")
-    p.add_argument("images", nargs="+", help="image files or directories of images")
+    p = argparse.ArgumentParser(
+        description="Predict bird species with a trained or exported MobileNet.",
+        epilog="Folders are searched with their sub-folders. Exit status: 0 all predicted, 1 some images "
+        "unreadable (each reported), 2 usage error.",
+    )
+    p.add_argument("images", nargs="+", help="image files, or folders searched with their sub-folders")
     p.add_argument("--checkpoint", required=True, help="train.py checkpoint (.pt) or export.py model (.onnx)")
     p.add_argument("--top-k", type=int, default=5, help="classes to show per image (default: 5)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
@@ -27,32 +38,25 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def expand(paths: list[str]) -> list[Path]:
-    """Files as given; directories replaced by their image files (sorted). A missing path is an error."""
-    files: list[Path] = []
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such file or directory")
-    return files
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
+    """Predict as the command line says; returns one result per image (with "top" or "error")."""
     args = get_args_parser().parse_args(argv)
     if args.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
-    predictor = Predictor.load(args.checkpoint)
-    results: list[dict] = []
-    readable: list[tuple[dict, object]] = []
-    for path in expand(args.images):
-        result = {"image": str(path)}
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        files, skipped = find_images(args.images)
+        predictor = Predictor.load(args.checkpoint)
+    except (NoImagesFound, FileNotFoundError, CheckpointError) as e:
+        raise UsageError(str(e)) from None
+    results: list[dict] = [{"image": str(path), "error": reason} for path, reason in skipped]
+    readable = []
+    for path in files:
+        result: dict = {"image": str(path)}
         results.append(result)
         try:
-            readable.append((result, decode_image(path.read_bytes(), name=str(path))))
+            readable.append((result, read_image_file(path)))
         except ImageRejected as e:
             result["error"] = str(e)
     for start in range(0, len(readable), args.batch_size):
@@ -71,8 +75,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return results
 
 
-if __name__ == "__main__":
+def cli() -> None:
     try:
-        main()
-    except (FileNotFoundError, ValueError) as e:
+        results = main()
+    except UsageError as e:
         sys.exit(f"predict.py: error: {e}")
+    failed = sum("error" in r for r in results)
+    if failed:
+        print(f"predict.py: {failed} of {len(results)} images could not be read (reported above)", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli()

@@ -3,21 +3,21 @@ cache. The cache must be at least 4x faster (a ratio within one run). Uses the r
 when present, else the generated set."""
 
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from data.cub import CUB200
 from data.prepare import packed_dataset
+from data.shared import shared_path
 from data.transforms import train_transform
 
-SHARED_CUB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cub20" / "CUB_200_2011"
+SHARED_CUB = shared_path("data", "cub20", "CUB_200_2011")
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    if (SHARED_CUB / "images.txt").exists():
+    if SHARED_CUB and (SHARED_CUB / "images.txt").exists():
         return SHARED_CUB
     from data.synthetic import generate
 

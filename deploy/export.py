@@ -31,6 +31,10 @@ from deploy.predictor import METADATA_KEY
 ONNX_OPSET = 20
 
 
+class ExportMismatch(RuntimeError):
+    """The exported file's logits differ from PyTorch's by more than the tolerance: nothing was written."""
+
+
 @contextlib.contextmanager
 def _quiet_exporters():
     # torch's exporters log missing torchvision ops and warn about their own pytree internals: not ours to fix.
@@ -136,7 +140,7 @@ def _check(logits: np.ndarray, reference: np.ndarray, tolerance: float, path: Pa
     difference = float(np.abs(logits - reference).max())
     same_top1 = float((logits.argmax(1) == reference.argmax(1)).mean())
     if difference > tolerance:
-        raise RuntimeError(
+        raise ExportMismatch(
             f"{path}: {runtime} differs from PyTorch by {difference:.2e} (> {tolerance:.0e}) on {len(logits)} images; "
             "file not written"
         )

@@ -6,7 +6,10 @@ header alone (before any pixel is decoded, so a decompression bomb costs nothing
 """
 
 import io
+import os
+import stat
 import warnings
+from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
@@ -14,6 +17,7 @@ from data.cub import to_rgb
 
 MAX_BYTES = 10 * 1024 * 1024  # 10 MB
 MAX_PIXELS = 40_000_000  # 40 megapixels: above any phone photo, far below a decompression bomb
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 class ImageRejected(ValueError):
@@ -54,3 +58,61 @@ def decode_image(
         return to_rgb(img)
     except Exception as e:  # truncated or corrupt data (OSError, SyntaxError, ValueError, ...)
         raise ImageRejected(f"{name}: cannot decode {img.format} image ({e})", 400) from None
+
+
+class NoImagesFound(ValueError):
+    """Nothing to read: the paths given hold no image files."""
+
+
+def find_images(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Image files to read, and the paths skipped with the reason for each.
+
+    A file is taken as given. A folder is searched with its sub-folders (a dataset's class folders), in
+    sorted order, for names ending in one of `IMAGE_SUFFIXES`; links are followed, but a dangling link or an
+    image name that is not a regular file (a FIFO, a device) is skipped with its reason, as is a path that
+    does not exist. Raises `NoImagesFound` when there is nothing to read and nothing skipped.
+    """
+    files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            found = sorted(
+                Path(folder) / name
+                for folder, _, names in os.walk(given, followlinks=True)
+                for name in names
+                if name.lower().endswith(IMAGE_SUFFIXES)
+            )
+            if not found:
+                skipped.append((given, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in it or its sub-folders"))
+            for path in found:
+                reason = _not_a_regular_file(path)
+                (skipped.append((path, reason)) if reason else files.append(path))
+        else:
+            reason = _not_a_regular_file(given)
+            (skipped.append((given, reason)) if reason else files.append(given))
+    if not files and not skipped:
+        raise NoImagesFound("no images given")
+    return files, skipped
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a dangling link" if path.is_symlink() else "no such file or directory"
+    except OSError as e:
+        return f"cannot read it ({e.strerror})"
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def read_image_file(path: Path, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The image at `path` as RGB, with the same checks as an upload; never reads more than `max_bytes` + 1."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise ImageRejected(f"{path}: {size:,} bytes is over the {max_bytes:,}-byte limit", 413)
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise ImageRejected(f"{path}: cannot read it ({e.strerror or e})", 400) from None
+    return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, name=str(path))

@@ -1,21 +1,24 @@
-"""Shared test settings: paths to ../shared (real CUB images and Google checkpoints), skipped when absent."""
+"""Shared test settings: paths into ../shared (real CUB images and Google checkpoints), skipped when absent.
+
+`FGM_SHARED=none` hides ../shared, so the suite runs as a fresh clone sees it (`.ci/run` does both).
+"""
 
 from pathlib import Path
 
 import pytest
 import torch
 
+from data.shared import ENV_VAR, shared_path
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-CUB20 = SHARED / "data" / "cub20" / "CUB_200_2011"
-WEIGHTS = SHARED / "weights"
+CUB20 = shared_path("data", "cub20", "CUB_200_2011")
+WEIGHTS = shared_path("weights")
+_ABSENT = f"../shared is absent or hidden ({ENV_VAR}=none)"
 
 requires_cub20 = pytest.mark.skipif(
-    not (CUB20 / "images.txt").exists(), reason=f"real CUB images not found at {CUB20} (../shared is absent)"
+    CUB20 is None or not (CUB20 / "images.txt").is_file(), reason=f"real CUB images (cub20) not found: {_ABSENT}"
 )
-requires_weights = pytest.mark.skipif(
-    not WEIGHTS.is_dir(), reason=f"Google's MobileNet checkpoints not found at {WEIGHTS} (../shared is absent)"
-)
+requires_weights = pytest.mark.skipif(WEIGHTS is None, reason=f"Google's MobileNet checkpoints not found: {_ABSENT}")
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import struct
 import zlib
 
@@ -12,8 +13,8 @@ from PIL import Image
 
 import export
 import predict
-from deploy.export import run_executorch
-from deploy.images import ImageRejected, decode_image
+from deploy.export import ExportMismatch, run_executorch
+from deploy.images import IMAGE_SUFFIXES, ImageRejected, decode_image
 from deploy.predictor import METADATA_KEY, Predictor
 from tests.conftest import CUB20, WEIGHTS, requires_cub20, requires_weights
 
@@ -85,8 +86,8 @@ def checkpoint(tiny_checkpoint):
 
 def real_images() -> list:
     """Natural photos when ../shared is here (the three test photos and cub20 birds), else generated birds."""
-    paths = [WEIGHTS / p for p in PHOTOS if (WEIGHTS / p).is_file()]
-    if (CUB20 / "images").is_dir():
+    paths = [WEIGHTS / p for p in PHOTOS if WEIGHTS and (WEIGHTS / p).is_file()]
+    if CUB20 and (CUB20 / "images").is_dir():
         paths += sorted((CUB20 / "images").rglob("*.jpg"))[::120]
     return paths
 
@@ -150,7 +151,7 @@ def test_executorch_export_runs_in_the_executorch_runtime(checkpoint, tmp_path, 
 
 def test_export_refuses_a_mismatch_and_leaves_no_file(checkpoint, tmp_path, tiny_synthetic_root):
     out = tmp_path / "model.onnx"
-    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+    with pytest.raises(ExportMismatch, match="differs from PyTorch"):
         export.main(
             ["--checkpoint", str(checkpoint), "--out", str(out), "--tolerance", "0", *verify_args(tiny_synthetic_root)]
         )
@@ -228,3 +229,44 @@ def test_int8_quantizes_every_convolution_of_a_tensorflow_padded_model():
     int8 = quantize_int8(model, [torch.randn(2, 3, 224, 224)])
     targets = [str(n.target) for n in int8.graph.nodes if n.op == "call_function"]
     assert targets.count("quantized_decomposed.dequantize_per_channel.default") == 52 + 1
+
+
+def test_a_dataset_folder_of_class_folders_is_searched_with_its_sub_folders(checkpoint, tiny_synthetic_root, capsys):
+    # The fresh-clone case: CUB's images/ holds one folder per class and the photos sit inside them.
+    images = tiny_synthetic_root / "images"
+    on_disk = sorted(p for p in images.rglob("*") if p.is_file())
+    results = predict.main([str(images), "--checkpoint", str(checkpoint), "--json"])
+    capsys.readouterr()
+    assert [r["image"] for r in results] == [str(p) for p in on_disk] and len(on_disk) == 24
+    assert all("top" in r for r in results)
+
+
+def test_find_images_reports_what_it_skips_and_why(tmp_path):
+    from deploy.images import NoImagesFound, find_images
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "birds" / "001.Gull").mkdir(parents=True)
+    (tmp_path / "birds" / "001.Gull" / "a.JPG").write_bytes(jpeg_bytes())
+    (tmp_path / "birds" / "notes.txt").write_text("not a photo")
+    (tmp_path / "birds" / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    os.mkfifo(tmp_path / "birds" / "pipe.png")
+    files, skipped = find_images([tmp_path / "birds", tmp_path / "empty", tmp_path / "nowhere.jpg"])
+    assert files == [tmp_path / "birds" / "001.Gull" / "a.JPG"]
+    reasons = {path.name: reason for path, reason in skipped}
+    assert reasons == {
+        "gone.jpg": "a dangling link",
+        "pipe.png": "not a regular file",
+        "empty": f"no image files ({', '.join(IMAGE_SUFFIXES)}) in it or its sub-folders",
+        "nowhere.jpg": "no such file or directory",
+    }
+    with pytest.raises(NoImagesFound):
+        find_images([])
+
+
+def test_export_says_when_a_folder_holds_no_images(checkpoint, tmp_path):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(ValueError, match=r"no readable images to verify on in .*photos"):
+        export.main(
+            ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--images", str(tmp_path / "photos")]
+        )
+    assert not (tmp_path / "m.onnx").exists()

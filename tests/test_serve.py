@@ -141,7 +141,7 @@ def test_page_in_headless_chromium(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     url, _ = server
-    photo = WEIGHTS / "parrot.jpg"
+    photo = WEIGHTS / "parrot.jpg" if WEIGHTS else tmp_path / "absent.jpg"
     if not photo.is_file():  # ../shared absent: any photo-like JPEG will do for the page's behaviour
         photo = tmp_path / "bird.jpg"
         photo.write_bytes(jpeg_bytes((320, 240)))
