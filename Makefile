@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-deploy.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
@@ -14,6 +14,7 @@ setup: $(VENV)/.installed
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test: lint
 	$(PY) -m pytest
@@ -23,7 +24,7 @@ train: setup
 
 bench: setup
 	$(PY) -m pytest bench
-	$(PY) -m bench.report bench/results/latest.json
+	$(PY) -m bench.report bench/output/latest.json
 
 notebooks: setup
 	$(PY) -m notebooks.run

@@ -14,11 +14,13 @@ whole image resized), `bbox` (the bounding-box crop resized); `--hflip` averages
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from data.cub import CUB200
+from data.cub import CUB200, CUBFormatError
 from data.loaders import default_data_root
 from data.transforms import Compose, Normalize, Resize, ResizeCenterCrop
 from evaluation import plots
@@ -27,9 +29,14 @@ from evaluation.metrics import classification_metrics
 from evaluation.timing import median_seconds
 from mobilenet.checkpoint import CheckpointError, load_checkpoint
 from mobilenet.flops import count_macs
+from training.config import RunConfig
 from training.runtime import select_device, tune_malloc
 
 VIEWS = ("center", "full", "bbox")
+
+
+class UsageError(ValueError):
+    """A bad option: one line naming it, no traceback."""
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -86,12 +93,12 @@ def measure_speed(model, resolution: int, device, *, batch_size: int, rounds: in
     for batch in (1, batch_size):
         x = torch.randn(batch, 3, resolution, resolution, device=device)
         with torch.no_grad():
-            median = median_seconds(lambda x=x: model(x), rounds, warmup=2, cuda=device.type == "cuda")
+            median = median_seconds(partial(model, x), rounds, warmup=2, cuda=device.type == "cuda")
         result["latency_ms_batch1" if batch == 1 else "images_per_s"] = median * 1000 if batch == 1 else batch / median
     return result
 
 
-def _display(dataset, index: int) -> "torch.Tensor":
+def _display(dataset: CUB200, index: int) -> np.ndarray:
     return dataset[index][0].permute(1, 2, 0).numpy()
 
 
@@ -99,17 +106,11 @@ def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, out: Path | N
     model, info = load_checkpoint(checkpoint)
     device = select_device(args.device)
     model.to(device)
-    config = info["config"]
-    root = args.data_root or config.get("data_root") or str(default_data_root(log))
+    run = RunConfig.from_dict(info["config"])
+    root = args.data_root or run.data_root or str(default_data_root(log))
     resolution = args.resolution or info["data_config"]["resolution"]
-    classes = config.get("class_ids")
-    dataset = CUB200(
-        root,
-        args.split,
-        view_transform(args.view, resolution),
-        crop="bbox" if args.view == "bbox" else "none",
-        classes=classes,
-    )
+    crop = "bbox" if args.view == "bbox" else "none"
+    dataset = run.dataset(args.split, view_transform(args.view, resolution), data_root=root, crop=crop)
     if len(dataset.class_names) != len(info["class_names"]):
         raise CheckpointError(
             f"{checkpoint}: trained on {len(info['class_names'])} classes, but {root} ({args.split}) has {len(dataset.class_names)}"
@@ -121,11 +122,19 @@ def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, out: Path | N
     metrics = classification_metrics(logits, labels, info["class_names"])
     macs, _ = count_macs(model, resolution)
     metrics.update(
-        checkpoint=str(checkpoint), data_root=str(root), split=args.split, view=args.view, hflip=args.hflip, resolution=resolution,
-        arch=info["model_config"]["arch"], width=info["model_config"]["width_mult"],
-        params=sum(p.numel() for p in model.parameters()), macs=macs, device=str(device),
+        checkpoint=str(checkpoint),
+        data_root=str(root),
+        split=args.split,
+        view=args.view,
+        hflip=args.hflip,
+        resolution=resolution,
+        arch=info["model_config"]["arch"],
+        width=info["model_config"]["width_mult"],
+        params=sum(p.numel() for p in model.parameters()),
+        macs=macs,
+        device=str(device),
         **measure_speed(model, resolution, device, batch_size=args.batch_size, rounds=args.latency_rounds),
-    )  # fmt: skip
+    )
     if out is None:
         return metrics
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +165,7 @@ def write_pictures(
         for i in wrong
     ]
     plots.plot_gallery(gallery, out / "misclassified.png")
-    first_of_class = {}
+    first_of_class: dict[int, int] = {}
     for i, label in enumerate(labels.tolist()):
         first_of_class.setdefault(label, i)
     index_of = {name: k for k, name in enumerate(names)}
@@ -164,8 +173,13 @@ def write_pictures(
     for pair in metrics["most_confused"][:4]:
         t, p = index_of[pair["true"]], index_of[pair["predicted"]]
         example = next((i for i in wrong if labels[i] == t and predicted[i] == p), first_of_class.get(t))
-        pairs.append(dict(pair, true_image=_display(dataset, example) if example is not None else None,
-                          predicted_image=_display(dataset, first_of_class[p]) if p in first_of_class else None))  # fmt: skip
+        pairs.append(
+            dict(
+                pair,
+                true_image=_display(dataset, example) if example is not None else None,
+                predicted_image=_display(dataset, first_of_class[p]) if p in first_of_class else None,
+            )
+        )
     plots.plot_confused_pairs(pairs, out / "confused_pairs.png")
     metrics_file = run_dir / "metrics.jsonl"
     if metrics_file.exists():
@@ -204,8 +218,20 @@ def compare(args: argparse.Namespace, out: Path) -> list[dict]:
     for checkpoint in args.compare:
         m = evaluate_checkpoint(args, checkpoint, None)
         label = f"{m['arch']} {m['width']:g}/{m['resolution']}"
-        rows.append({"label": label, "checkpoint": checkpoint, "arch": m["arch"], "width": m["width"], "resolution": m["resolution"],
-                     "params": m["params"], "macs_m": m["macs"] / 1e6, "latency_ms": m["latency_ms_batch1"], "top1": m["top1"], "top5": m["top5"]})  # fmt: skip
+        rows.append(
+            {
+                "label": label,
+                "checkpoint": checkpoint,
+                "arch": m["arch"],
+                "width": m["width"],
+                "resolution": m["resolution"],
+                "params": m["params"],
+                "macs_m": m["macs"] / 1e6,
+                "latency_ms": m["latency_ms_batch1"],
+                "top1": m["top1"],
+                "top5": m["top5"],
+            }
+        )
     header = "| model | checkpoint | params | MACs | CPU latency (batch 1) | top-1 | top-5 |\n|---|---|---:|---:|---:|---:|---:|"
     table = [header] + [
         f"| {r['label']} | {r['checkpoint']} | {r['params']:,} | {r['macs_m']:.1f}M | {r['latency_ms']:.1f} ms | {r['top1']:.4f} | {r['top5']:.4f} |"
@@ -226,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
     if args.compare:
         return compare(args, Path(args.out or "runs/compare"))
     if not args.checkpoint:
-        raise ValueError("give --checkpoint PATH or --compare PATH PATH ...")
+        raise UsageError("give --checkpoint PATH or --compare PATH PATH ...")
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}"
     metrics = evaluate_checkpoint(args, args.checkpoint, out)
     print(format_report(metrics))
@@ -237,5 +263,5 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, CheckpointError, ValueError) as e:
+    except (UsageError, FileNotFoundError, CheckpointError, CUBFormatError) as e:
         sys.exit(f"evaluate.py: error: {e}")

@@ -16,14 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from data.cub import CUB200
 from deploy.export import ExportMismatch, export_executorch, export_onnx
 from deploy.images import ImageRejected, NoImagesFound, find_images, read_image_file
 from deploy.predictor import export_metadata, preprocessor
+from deploy.requirements import MissingDependency, require
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.checkpoint import CheckpointError
+from training.config import RunConfig
 
 SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}
+DEPENDENCIES = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "executorch": ("executorch",)}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -52,10 +54,11 @@ def verification_images(args: argparse.Namespace, info: dict, metadata: dict) ->
         paths = found[::step][: args.verify_count]
         source = ", ".join(args.images)
     else:
-        root = info["config"].get("data_root")
+        run = RunConfig.from_dict(info["config"])
+        root = run.data_root
         if not root or not (Path(root) / "images.txt").is_file():
             raise NoImagesFound(f"the run's data root {root!r} is not here: give --images FILE_OR_DIR to verify on")
-        dataset = CUB200(root, "test", classes=info["config"].get("class_ids"))
+        dataset = run.dataset("test", None)
         step = max(1, len(dataset) // args.verify_count)
         paths = [dataset.samples[i].path for i in range(0, len(dataset), step)][: args.verify_count]
         source = f"{root} (test split)"
@@ -73,6 +76,7 @@ def verification_images(args: argparse.Namespace, info: dict, metadata: dict) ->
 
 def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
+    require(*DEPENDENCIES[args.format], purpose=f"export.py --format {args.format}")
     model, info = load_checkpoint(args.checkpoint)
     metadata = export_metadata(info, info["model_config"])
     metadata["source_checkpoint"] = str(args.checkpoint)
@@ -84,13 +88,15 @@ def main(argv: list[str] | None = None) -> dict:
     report["verified_on"] = source
     size = out.stat().st_size
     print(f"wrote {out} ({size / 1e6:.2f} MB) and {report['sidecar']}")
-    print(f"verified on {report['images']} images from {source}: max |logit difference| "
-          f"{report['max_abs_difference']:.2e}, same top-1 on {report['same_top1']:.0%}")  # fmt: skip
+    print(
+        f"verified on {report['images']} images from {source}: max |logit difference| "
+        f"{report['max_abs_difference']:.2e}, same top-1 on {report['same_top1']:.0%}"
+    )
     return report
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, CheckpointError, NoImagesFound, ExportMismatch) as e:
+    except (FileNotFoundError, CheckpointError, NoImagesFound, ExportMismatch, MissingDependency) as e:
         sys.exit(f"export.py: error: {e}")

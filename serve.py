@@ -15,14 +15,21 @@ import html
 import sys
 import time
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-
 from deploy.images import MAX_BYTES, MAX_PIXELS, ImageRejected, decode_image
 from deploy.predictor import Predictor
+from deploy.requirements import INSTALL, MissingDependency, require
 from mobilenet.checkpoint import CheckpointError
+
+try:
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile
+except ModuleNotFoundError as e:  # the deploy stack is optional
+    message = f"serve.py needs {e.name}, not installed here: {INSTALL}"
+    if __name__ == "__main__":
+        sys.exit(f"serve.py: error: {message}")
+    raise MissingDependency(message) from None
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Fine-grained MobileNet</title>
@@ -121,6 +128,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    require("fastapi", "uvicorn", "multipart", purpose="serve.py")
     import uvicorn
 
     args = get_args_parser().parse_args(argv)
@@ -131,5 +139,5 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, CheckpointError, ValueError) as e:
+    except (FileNotFoundError, CheckpointError, MissingDependency) as e:
         sys.exit(f"serve.py: error: {e}")

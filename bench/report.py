@@ -1,7 +1,7 @@
 """Turn a pytest-benchmark JSON into Markdown tables and plots under bench/results/.
 
-    pytest bench --benchmark-json=bench/results/latest.json
-    python -m bench.report bench/results/latest.json
+    pytest bench                                  # writes bench/output/latest.json (git-ignored)
+    python -m bench.report bench/output/latest.json  # the committed bench/results/report.md and plots
 
 Writes `bench/results/report.md` (machine, layer table with MAC and latency ratios, model table, fast path,
 data loading, training throughput, allocator), `latency_vs_macs.png` and `layer_ratios.png`.
@@ -49,8 +49,15 @@ def layer_table(benchmarks: list[dict]) -> tuple[list[str], list[dict]]:
             f"{sep['extra_info']['macs'] / 1e6:.2f}M | {mac_ratio:.1f}x | {_median_ms(std):.3f} | {_median_ms(sep):.3f} | "
             f"{latency_ratio:.1f}x | {fmt(dw)} | {fmt(pw)} |"
         )
-        pairs.append({"label": f"{shape[1]}->{shape[2]}@{shape[3]}", "mac_ratio": mac_ratio, "latency_ratio": latency_ratio,
-                      "dw_ms": _median_ms(dw[0]) if dw[0] else None, "pw_ms": _median_ms(pw[0]) if pw[0] else None})  # fmt: skip
+        pairs.append(
+            {
+                "label": f"{shape[1]}->{shape[2]}@{shape[3]}",
+                "mac_ratio": mac_ratio,
+                "latency_ratio": latency_ratio,
+                "dw_ms": _median_ms(dw[0]) if dw[0] else None,
+                "pw_ms": _median_ms(pw[0]) if pw[0] else None,
+            }
+        )
     return lines, pairs
 
 
@@ -73,8 +80,10 @@ def model_table(benchmarks: list[dict]) -> tuple[list[str], list[dict]]:
     ):
         e = b["extra_info"]
         ms = _median_ms(b)
-        lines.append(f"| {e['arch']} {e['width']:g} | {e['resolution']} | {e['mode']} | {e['batch']} | {e['params']:,} | "
-                     f"{e['macs'] / 1e6:.1f}M | {ms:.1f} | {e['batch'] / ms * 1000:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {e['arch']} {e['width']:g} | {e['resolution']} | {e['mode']} | {e['batch']} | {e['params']:,} | "
+            f"{e['macs'] / 1e6:.1f}M | {ms:.1f} | {e['batch'] / ms * 1000:.1f} |"
+        )
         points.append({**e, "ms": ms})
     return lines, points
 
@@ -85,23 +94,33 @@ def other_lines(benchmarks: list[dict]) -> list[str]:
         e = b["extra_info"]
         mode = e.get("mode")
         if mode == "fast path":
-            lines.append(f"- Fast path (V2 1.0, 224, batch 32): eager {e['eager_s']:.3f} s, eager + channels_last "
-                         f"{e['eager_channels_last_s']:.3f} s, BN-folded + channels_last {e['fast_s']:.3f} s = **{e['speedup']:.2f}x** "
-                         f"eager (max abs diff {e['max_abs_diff']:.1e}); {e['fast_macs_per_s'] / 1e9:.1f} GMAC/s = "
-                         f"**{e['fraction_of_matmul']:.0%}** of the fp32 matmul rate measured in the same run ({e['matmul_macs_per_s'] / 1e9:.1f} GMAC/s).")  # fmt: skip
+            lines.append(
+                f"- Fast path (V2 1.0, 224, batch 32): eager {e['eager_s']:.3f} s, eager + channels_last "
+                f"{e['eager_channels_last_s']:.3f} s, BN-folded + channels_last {e['fast_s']:.3f} s = **{e['speedup']:.2f}x** "
+                f"eager (max abs diff {e['max_abs_diff']:.1e}); {e['fast_macs_per_s'] / 1e9:.1f} GMAC/s = "
+                f"**{e['fraction_of_matmul']:.0%}** of the fp32 matmul rate measured in the same run ({e['matmul_macs_per_s'] / 1e9:.1f} GMAC/s)."
+            )
         elif mode == "compiled":
-            lines.append(f"- torch.compile (freezing) on top: {e['compiled_s']:.3f} s per batch = **{e['speedup']:.2f}x** eager, "
-                         f"compile time {e['compile_s']:.0f} s, max abs diff {e['max_abs_diff']:.1e}.")  # fmt: skip
+            lines.append(
+                f"- torch.compile (freezing) on top: {e['compiled_s']:.3f} s per batch = **{e['speedup']:.2f}x** eager, "
+                f"compile time {e['compile_s']:.0f} s, max abs diff {e['max_abs_diff']:.1e}."
+            )
         elif mode == "data loading":
-            lines.append(f"- Data loading (normalized 224 training tensors, one process): JPEG {e['jpeg_images_per_s']:.0f} images/s, "
-                         f"packed cache {e['cache_images_per_s']:.0f} images/s = **{e['speedup']:.1f}x**.")  # fmt: skip
+            lines.append(
+                f"- Data loading (normalized 224 training tensors, one process): JPEG {e['jpeg_images_per_s']:.0f} images/s, "
+                f"packed cache {e['cache_images_per_s']:.0f} images/s = **{e['speedup']:.1f}x**."
+            )
         elif mode == "train throughput":
-            lines.append(f"- Training throughput, V2 1.0 at 224, batch 32: ours {e['ours_images_per_s']:.1f} images/s, torchvision-style "
-                         f"reference {e['reference_images_per_s']:.1f} images/s = **{e['ratio']:.3f}x**.")  # fmt: skip
+            lines.append(
+                f"- Training throughput, V2 1.0 at 224, batch 32: ours {e['ours_images_per_s']:.1f} images/s, torchvision-style "
+                f"reference {e['reference_images_per_s']:.1f} images/s = **{e['ratio']:.3f}x**."
+            )
         elif mode == "allocator":
-            lines.append(f"- Allocator (V2 1.0 training step, batch 32, 224): glibc default {e['default_step_s']:.2f} s "
-                         f"(peak {e['default_peak_mb']:.0f} MB), tuned {e['tuned_step_s']:.2f} s (peak {e['tuned_peak_mb']:.0f} MB) "
-                         f"= **{e['speedup']:.2f}x**.")  # fmt: skip
+            lines.append(
+                f"- Allocator (V2 1.0 training step, batch 32, 224): glibc default {e['default_step_s']:.2f} s "
+                f"(peak {e['default_peak_mb']:.0f} MB), tuned {e['tuned_step_s']:.2f} s (peak {e['tuned_peak_mb']:.0f} MB) "
+                f"= **{e['speedup']:.2f}x**."
+            )
     return lines
 
 

@@ -6,11 +6,23 @@ from bench.allocator import measure
 
 def test_allocator_effect(benchmark, record):
     results = {s: measure(s) for s in ("default", "tuned")}
-    record(arch="v2", width=1.0, resolution=224, batch=32, dtype="float32", layout="nchw", mode="allocator",
-           default_step_s=results["default"]["step_s"], tuned_step_s=results["tuned"]["step_s"],
-           default_peak_mb=results["default"]["peak_mb"], tuned_peak_mb=results["tuned"]["peak_mb"],
-           speedup=results["default"]["step_s"] / results["tuned"]["step_s"])  # fmt: skip
-    print(f"\nallocator: default {results['default']['step_s']:.2f}s/step ({results['default']['peak_mb']:.0f} MB), "
-          f"tuned {results['tuned']['step_s']:.2f}s/step ({results['tuned']['peak_mb']:.0f} MB)")  # fmt: skip
+    record(
+        arch="v2",
+        width=1.0,
+        resolution=224,
+        batch=32,
+        dtype="float32",
+        layout="nchw",
+        mode="allocator",
+        default_step_s=results["default"]["step_s"],
+        tuned_step_s=results["tuned"]["step_s"],
+        default_peak_mb=results["default"]["peak_mb"],
+        tuned_peak_mb=results["tuned"]["peak_mb"],
+        speedup=results["default"]["step_s"] / results["tuned"]["step_s"],
+    )
+    print(
+        f"\nallocator: default {results['default']['step_s']:.2f}s/step ({results['default']['peak_mb']:.0f} MB), "
+        f"tuned {results['tuned']['step_s']:.2f}s/step ({results['tuned']['peak_mb']:.0f} MB)"
+    )
     assert results["tuned"]["step_s"] > 0
     benchmark.pedantic(lambda: None, rounds=1)

@@ -11,6 +11,7 @@ from data.cub import CUB200
 from data.prepare import packed_dataset
 from data.shared import shared_path
 from data.transforms import train_transform
+from mobilenet.common import IMAGENET_MEAN, IMAGENET_STD
 
 SHARED_CUB = shared_path("data", "cub20", "CUB_200_2011")
 
@@ -34,15 +35,24 @@ def images_per_second(dataset, limit: int = 300) -> float:
 
 
 def test_cache_versus_jpeg(benchmark, record, root, tmp_path):
-    transform = train_transform(224)
+    transform = train_transform(224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     jpeg = CUB200(root, "train", transform)
     cache = packed_dataset(
         CUB200(root, "train"), transform, size=256, cache_dir=tmp_path, workers=2, log=lambda _: None
     )
     jpeg_rate = images_per_second(jpeg)
     cache_rate = images_per_second(cache)
-    record(dataset=str(root), resolution=224, batch=1, dtype="float32", layout="nchw", mode="data loading",
-           jpeg_images_per_s=jpeg_rate, cache_images_per_s=cache_rate, speedup=cache_rate / jpeg_rate)  # fmt: skip
+    record(
+        dataset=str(root),
+        resolution=224,
+        batch=1,
+        dtype="float32",
+        layout="nchw",
+        mode="data loading",
+        jpeg_images_per_s=jpeg_rate,
+        cache_images_per_s=cache_rate,
+        speedup=cache_rate / jpeg_rate,
+    )
     print(
         f"\nJPEG path {jpeg_rate:.0f} images/s, packed cache {cache_rate:.0f} images/s: {cache_rate / jpeg_rate:.1f}x ({root})"
     )

@@ -47,11 +47,28 @@ def test_fast_path_speed_and_equality(benchmark, record, v2_model):
     macs, _ = count_macs(v2_model, 224)
     rate = matmul_macs_per_second()
     achieved = macs * 32 / folded
-    record(arch="v2", width=1.0, resolution=224, batch=32, dtype="float32", layout="channels_last", mode="fast path",
-           eager_s=eager, eager_channels_last_s=eager_cl, fast_s=folded, speedup=eager / folded, max_abs_diff=diff,
-           macs=macs, matmul_macs_per_s=rate, fast_macs_per_s=achieved, fraction_of_matmul=achieved / rate)  # fmt: skip
-    print(f"\neager {eager:.3f}s, eager channels_last {eager_cl:.3f}s, fast path {folded:.3f}s: {eager / folded:.2f}x; "
-          f"{achieved / 1e9:.1f} GMAC/s = {achieved / rate:.0%} of the {rate / 1e9:.1f} GMAC/s fp32 matmul rate")  # fmt: skip
+    record(
+        arch="v2",
+        width=1.0,
+        resolution=224,
+        batch=32,
+        dtype="float32",
+        layout="channels_last",
+        mode="fast path",
+        eager_s=eager,
+        eager_channels_last_s=eager_cl,
+        fast_s=folded,
+        speedup=eager / folded,
+        max_abs_diff=diff,
+        macs=macs,
+        matmul_macs_per_s=rate,
+        fast_macs_per_s=achieved,
+        fraction_of_matmul=achieved / rate,
+    )
+    print(
+        f"\neager {eager:.3f}s, eager channels_last {eager_cl:.3f}s, fast path {folded:.3f}s: {eager / folded:.2f}x; "
+        f"{achieved / 1e9:.1f} GMAC/s = {achieved / rate:.0%} of the {rate / 1e9:.1f} GMAC/s fp32 matmul rate"
+    )
     assert diff <= 1e-4
     assert eager / folded >= 1.5
     with torch.no_grad():
@@ -69,8 +86,20 @@ def test_compiled_fast_path(benchmark, record, v2_model):
         diff = (out - reference).abs().max().item()
         eager = median_seconds(lambda: v2_model(x.contiguous()), rounds=5)
         compiled_s = median_seconds(lambda: compiled(x), rounds=5)
-    record(arch="v2", width=1.0, resolution=224, batch=32, dtype="float32", layout="channels_last", mode="compiled",
-           compile_s=compile_s, eager_s=eager, compiled_s=compiled_s, speedup=eager / compiled_s, max_abs_diff=diff)  # fmt: skip
+    record(
+        arch="v2",
+        width=1.0,
+        resolution=224,
+        batch=32,
+        dtype="float32",
+        layout="channels_last",
+        mode="compiled",
+        compile_s=compile_s,
+        eager_s=eager,
+        compiled_s=compiled_s,
+        speedup=eager / compiled_s,
+        max_abs_diff=diff,
+    )
     print(
         f"\ncompiled: {compiled_s:.3f}s ({eager / compiled_s:.2f}x eager), compile time {compile_s:.1f}s, max diff {diff:.2e}"
     )

@@ -15,8 +15,17 @@ from mobilenet.flops import count_macs
 
 # (input channels M, output channels N, output size D_F, stride) of each depthwise-separable layer of
 # V1 Table 1 at 224 (distinct shapes only; the 5x repeated 512 layer appears once).
-V1_SHAPES = [(32, 64, 112, 1), (64, 128, 56, 2), (128, 128, 56, 1), (128, 256, 28, 2), (256, 256, 28, 1),
-             (256, 512, 14, 2), (512, 512, 14, 1), (512, 1024, 7, 2), (1024, 1024, 7, 1)]  # fmt: skip
+V1_SHAPES = [
+    (32, 64, 112, 1),
+    (64, 128, 56, 2),
+    (128, 128, 56, 1),
+    (128, 256, 28, 2),
+    (256, 256, 28, 1),
+    (256, 512, 14, 2),
+    (512, 512, 14, 1),
+    (512, 1024, 7, 2),
+    (1024, 1024, 7, 1),
+]
 # V2 bottlenecks as (hidden channels of the depthwise conv, output channels, output size, stride).
 V2_SHAPES = [(96, 24, 56, 2), (144, 32, 28, 2), (192, 64, 14, 2), (384, 96, 14, 1), (576, 160, 7, 2), (960, 320, 7, 1)]
 SHAPES = [("v1", *s) for s in V1_SHAPES] + [("v2", *s) for s in V2_SHAPES]
@@ -56,7 +65,18 @@ def test_layer_latency(benchmark, record, table, m, n, size, stride, kind, layou
         "pointwise": m * n * size * size,
     }[kind]
     assert macs == formula  # fvcore agrees with the paper's formula exactly
-    record(table=table, m=m, n=n, size=size, stride=stride, kind=kind, layout=layout, dtype="float32", batch=1, macs=macs,
-           macs_formula=formula)  # fmt: skip
+    record(
+        table=table,
+        m=m,
+        n=n,
+        size=size,
+        stride=stride,
+        kind=kind,
+        layout=layout,
+        dtype="float32",
+        batch=1,
+        macs=macs,
+        macs_formula=formula,
+    )
     with torch.no_grad():
         benchmark.pedantic(module, args=(x,), rounds=15, iterations=3, warmup_rounds=2)

@@ -29,8 +29,17 @@ def test_inference(benchmark, record, arch, width, resolution, batch):
     model = create_model(arch, width_mult=width, num_classes=1000).eval()
     x = torch.randn(batch, 3, resolution, resolution)
     macs, _ = count_macs(model, resolution)
-    record(arch=arch, width=width, resolution=resolution, batch=batch, mode="inference", dtype="float32", layout="nchw",
-           macs=macs, params=sum(p.numel() for p in model.parameters()))  # fmt: skip
+    record(
+        arch=arch,
+        width=width,
+        resolution=resolution,
+        batch=batch,
+        mode="inference",
+        dtype="float32",
+        layout="nchw",
+        macs=macs,
+        params=sum(p.numel() for p in model.parameters()),
+    )
     with torch.no_grad():
         benchmark.pedantic(model, args=(x,), rounds=8 if batch == 1 else 3, iterations=1, warmup_rounds=1)
 
@@ -51,6 +60,15 @@ def test_training_step(benchmark, record, arch, width, resolution):
         optimizer.step()
 
     macs, _ = count_macs(model, resolution)
-    record(arch=arch, width=width, resolution=resolution, batch=32, mode="train step", dtype="float32", layout="nchw",
-           macs=macs, params=sum(p.numel() for p in model.parameters()))  # fmt: skip
+    record(
+        arch=arch,
+        width=width,
+        resolution=resolution,
+        batch=32,
+        mode="train step",
+        dtype="float32",
+        layout="nchw",
+        macs=macs,
+        params=sum(p.numel() for p in model.parameters()),
+    )
     benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)

@@ -1,4 +1,4 @@
-"""Training throughput of our V2 against a plain V2 written the torchvision way (bench/reference_models.py),
+"""Training throughput of our V2 against a plain V2 written the torchvision way (references/models.py),
 trained by the same loop in the same process, interleaved so both see the same machine state. Ours must
 reach at least 0.95x the reference's images/s (a ratio within one run)."""
 
@@ -7,8 +7,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.reference_models import TorchvisionStyleMobileNetV2
 from mobilenet import create_model
+from references.models import TorchvisionStyleMobileNetV2
 
 
 def train_steps(model, x, y, steps: int) -> float:
@@ -33,8 +33,18 @@ def test_ours_versus_reference_v2(benchmark, record):
         rates["ours"].append(train_steps(ours, x, y, 2))
         rates["reference"].append(train_steps(reference, x, y, 2))
     ours_rate, ref_rate = sorted(rates["ours"])[1], sorted(rates["reference"])[1]
-    record(arch="v2", width=1.0, resolution=224, batch=32, dtype="float32", layout="nchw", mode="train throughput",
-           ours_images_per_s=ours_rate, reference_images_per_s=ref_rate, ratio=ours_rate / ref_rate)  # fmt: skip
+    record(
+        arch="v2",
+        width=1.0,
+        resolution=224,
+        batch=32,
+        dtype="float32",
+        layout="nchw",
+        mode="train throughput",
+        ours_images_per_s=ours_rate,
+        reference_images_per_s=ref_rate,
+        ratio=ours_rate / ref_rate,
+    )
     print(
         f"\ntraining images/s: ours {ours_rate:.1f}, torchvision-style reference {ref_rate:.1f}: {ours_rate / ref_rate:.3f}x"
     )

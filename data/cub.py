@@ -206,7 +206,7 @@ class CUB200(torch.utils.data.Dataset):
         """The RGB image of sample `index`, cropped to its box when `crop="bbox"`."""
         sample = self.samples[index]
         img = load_rgb(sample.path)
-        if self.crop == "bbox":
+        if self.crop == "bbox" and sample.box is not None:
             img = crop_to_box(img, sample.box, self.bbox_margin)
         return img
 

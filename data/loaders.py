@@ -5,15 +5,24 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
 from data.cub import CUB200
-from data.prepare import packed_dataset
+from data.prepare import PackedDataset, packed_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CUB_DEFAULT = REPO / "data" / "CUB_200_2011"
 GENERATED_DEFAULT = REPO / ".cache" / "generated"
+
+
+class SizedDataset(Protocol):
+    """What the loaders need of a dataset: a length and (image, label) items."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]: ...
 
 
 def parse_classes(text: str | None) -> list[int] | None:
@@ -34,7 +43,7 @@ def parse_classes(text: str | None) -> list[int] | None:
 
 # The built-in set: 20 classes x 100 images at 128 px, 70 train / 30 test per class (1,400 / 600): enough
 # training images for a from-scratch MobileNet to learn the attributes rather than the backgrounds.
-BUILTIN_SET = dict(num_classes=20, images_per_class=100, image_size=128, seed=0, train_fraction=0.7)
+BUILTIN_SET: dict[str, Any] = dict(num_classes=20, images_per_class=100, image_size=128, seed=0, train_fraction=0.7)
 
 
 def builtin_root() -> Path:
@@ -67,6 +76,17 @@ def default_data_root(log: Callable[[str], None] = print) -> Path:
     return root
 
 
+def find_data_root(given: str | None, log: Callable[[str], None] = print) -> tuple[Path, bool]:
+    """`(root, is the built-in set)` for `--data-root` (None: the default root). ValueError naming the flag."""
+    if given is None:
+        root = default_data_root(log)
+        return root, root != CUB_DEFAULT
+    root = Path(given)
+    if not (root / "images.txt").is_file():
+        raise ValueError(f"--data-root {given}: no images.txt there (the folder holding CUB's files)")
+    return root, root.resolve() == (GENERATED_DEFAULT / "CUB_200_2011").resolve()
+
+
 def build_dataset(
     root: str | Path,
     split: str,
@@ -78,7 +98,7 @@ def build_dataset(
     cache_size: int = 256,
     workers: int = 2,
     log: Callable[[str], None] = print,
-) -> torch.utils.data.Dataset:
+) -> CUB200 | PackedDataset:
     """A CUB-layout split with `transform`, read from JPEGs or (with `cache`) from the packed cache."""
     dataset = CUB200(root, split, transform=None if cache else transform, crop=crop, classes=classes)
     if cache:
@@ -95,14 +115,14 @@ class SeededSampler(torch.utils.data.Sampler):
     """
 
     def __init__(
-        self, length: int, seed: int, base: torch.utils.data.Sampler | None = None, shuffle: bool = True
+        self, length: int, seed: int, base: torch.utils.data.DistributedSampler | None = None, shuffle: bool = True
     ) -> None:
         self.length, self.seed, self.base, self.shuffle = length, seed, base, shuffle
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        if hasattr(self.base, "set_epoch"):
+        if isinstance(self.base, torch.utils.data.DistributedSampler):
             self.base.set_epoch(epoch)
 
     def _indices(self) -> list[int]:
@@ -124,7 +144,7 @@ class SeededSampler(torch.utils.data.Sampler):
 class SeededDataset(torch.utils.data.Dataset):
     """Reads `dataset[index]` with torch's generator seeded as the SeededSampler says."""
 
-    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+    def __init__(self, dataset: SizedDataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:

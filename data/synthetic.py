@@ -84,7 +84,8 @@ def class_folder_name(index: int, attrs: dict) -> str:
 
 
 def _jitter_colour(rng: np.random.Generator, colour: tuple[int, int, int], amount: int) -> tuple[int, int, int]:
-    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
+    r, g, b = (int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
+    return r, g, b
 
 
 # Natural backdrops: foliage greens, bark browns, sky blues and greys, muted so that no crown colour
@@ -188,9 +189,11 @@ def draw_image(attrs: dict, image_size: int, rng: np.random.Generator) -> tuple[
     draw = ImageDraw.Draw(img)
     _draw_background(draw, rng, size)
     x0, y0, x1, y1 = _draw_bird(draw, rng, size, attrs)
-    img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2))).resize((image_size, image_size), Image.LANCZOS)
+    img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2))).resize(
+        (image_size, image_size), Image.Resampling.LANCZOS
+    )
     # Lighting: global gain and colour cast, then sensor noise.
-    pixels = np.asarray(img, dtype=np.float32)
+    pixels: np.ndarray = np.asarray(img, dtype=np.float32)
     pixels = pixels * rng.uniform(0.75, 1.2) * rng.uniform(0.94, 1.06, 3) + rng.normal(0, 5, pixels.shape)
     img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     s = 1 / SUPERSAMPLE
@@ -218,8 +221,10 @@ def generate(
             f"images_per_class={images_per_class} with train_fraction={train_fraction} must leave at least one "
             "training and one test image per class"
         )
-    is_train = [math.ceil((i + 1) * num_train / images_per_class) > math.ceil(i * num_train / images_per_class)
-                for i in range(images_per_class)]  # fmt: skip
+    is_train = [
+        math.ceil((i + 1) * num_train / images_per_class) > math.ceil(i * num_train / images_per_class)
+        for i in range(images_per_class)
+    ]
     out = Path(root) / "CUB_200_2011"
     (out / "images").mkdir(parents=True, exist_ok=True)
     classes, images, labels, split, boxes = [], [], [], [], []
@@ -238,8 +243,14 @@ def generate(
             labels.append(f"{image_id} {k + 1}")
             split.append(f"{image_id} {int(is_train[i])}")
             boxes.append(f"{image_id} " + " ".join(f"{v:.1f}" for v in box))
-    recipe = dict(version=GENERATOR_VERSION, num_classes=num_classes, images_per_class=images_per_class,
-                  image_size=image_size, seed=seed, train_fraction=train_fraction)  # fmt: skip
+    recipe = dict(
+        version=GENERATOR_VERSION,
+        num_classes=num_classes,
+        images_per_class=images_per_class,
+        image_size=image_size,
+        seed=seed,
+        train_fraction=train_fraction,
+    )
     (out / "generator.json").write_text(json.dumps(recipe) + "\n", encoding="utf-8")
     for name, lines in [
         ("classes.txt", classes),

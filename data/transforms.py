@@ -15,12 +15,6 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# Google's TensorFlow checkpoints expect RGB scaled to [-1, 1]: (x - 127.5) / 127.5.
-INCEPTION_MEAN = (0.5, 0.5, 0.5)
-INCEPTION_STD = (0.5, 0.5, 0.5)
-NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "inception": (INCEPTION_MEAN, INCEPTION_STD)}
 EVAL_CROP_FRACTION = 0.875
 
 
@@ -200,8 +194,8 @@ class Normalize:
 def train_transform(
     resolution: int,
     *,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Sequence[float],
+    std: Sequence[float],
     scale: tuple[float, float] = (0.25, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     hflip: float = 0.5,
@@ -221,8 +215,8 @@ def train_transform(
 def eval_transform(
     resolution: int,
     *,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Sequence[float],
+    std: Sequence[float],
     crop_fraction: float = EVAL_CROP_FRACTION,
 ) -> Compose:
     """Evaluation: resize the shorter side to resolution / crop_fraction, centre crop, normalization."""

@@ -81,9 +81,18 @@ def export_onnx(
 
     def write_and_run(tmp: Path) -> np.ndarray:
         with _quiet_exporters():
-            torch.onnx.export(model, (torch.from_numpy(images[:2]),), str(tmp), dynamo=True, opset_version=ONNX_OPSET,
-                              input_names=["images"], output_names=["logits"], external_data=False, verbose=False,
-                              dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})  # fmt: skip
+            torch.onnx.export(
+                model,
+                (torch.from_numpy(images[:2]),),
+                str(tmp),
+                dynamo=True,
+                opset_version=ONNX_OPSET,
+                input_names=["images"],
+                output_names=["logits"],
+                external_data=False,
+                verbose=False,
+                dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
+            )
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto)
         entry = proto.metadata_props.add()

@@ -19,7 +19,9 @@ from PIL import Image
 
 from data.cub import pil_to_tensor
 from data.transforms import eval_transform
+from deploy.requirements import require
 from mobilenet import load_checkpoint, optimize_for_inference
+from mobilenet.checkpoint import CheckpointError
 
 METADATA_KEY = "fgm.metadata"  # the key of the JSON metadata in an exported ONNX file
 
@@ -73,12 +75,13 @@ class Predictor:
 
     @classmethod
     def _load_onnx(cls, path: Path) -> "Predictor":
+        require("onnx", "onnxruntime", purpose=f"running {path.name}")
         import onnx
         import onnxruntime as ort
 
         props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
         if METADATA_KEY not in props:
-            raise ValueError(f"{path}: no '{METADATA_KEY}' metadata: not exported by export.py")
+            raise CheckpointError(f"{path}: no '{METADATA_KEY}' metadata: not exported by export.py")
         metadata = json.loads(props[METADATA_KEY])
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         input_name = session.get_inputs()[0].name

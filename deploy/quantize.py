@@ -16,17 +16,23 @@ compiled) against the int8 model, all measured in the same process.
 import argparse
 import json
 import os
+import sys
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from data.cub import CUB200
+from data.loaders import SizedDataset
 from data.transforms import eval_transform
+from deploy.requirements import MissingDependency, require
 from evaluation.timing import median_seconds
 from mobilenet import load_checkpoint, optimize_for_inference
+from mobilenet.checkpoint import CheckpointError
 from mobilenet.inference import bake_same_padding
+from training.config import RunConfig
 
 
 def quantize_int8(model: nn.Module, calibration: list[torch.Tensor]) -> nn.Module:
@@ -54,7 +60,7 @@ def quantize_int8(model: nn.Module, calibration: list[torch.Tensor]) -> nn.Modul
         return convert_pt2e(prepared)
 
 
-def compile_for_cpu(model: nn.Module) -> nn.Module:
+def compile_for_cpu(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """`torch.compile` with Inductor freezing (weights become constants; int8 patterns become oneDNN kernels)."""
     import torch._inductor.config as inductor_config
 
@@ -77,7 +83,9 @@ def _attribute(module: nn.Module, dotted: str):
     return module
 
 
-def top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 32) -> float:
+def top1(
+    model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor, batch_size: int = 32
+) -> float:
     with torch.inference_mode():
         predictions = torch.cat(
             [model(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]
@@ -85,27 +93,27 @@ def top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_siz
     return (predictions == labels).double().mean().item()
 
 
-def load_split(root: str, split: str, resolution: int, mean, std, classes=None, limit: int | None = None):
-    dataset = CUB200(root, split, transform=eval_transform(resolution, mean=mean, std=std), classes=classes)
+def sample_tensors(dataset: SizedDataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`limit` items spread evenly over `dataset` (all when None), stacked: (images, labels)."""
     count = len(dataset) if limit is None else min(limit, len(dataset))
     step = max(1, len(dataset) // count)
     indices = list(range(0, len(dataset), step))[:count]
-    return torch.stack([dataset[i][0] for i in indices]), torch.tensor([dataset.targets[i] for i in indices])
+    items = [dataset[i] for i in indices]
+    return torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items])
 
 
 def report(checkpoint: str, data_root: str | None = None, *, calibration_images: int = 256, rounds: int = 10) -> dict:
     """fp32 (eager fast path, compiled) against int8 (compiled): size, latency at batch 1 and 32, test top-1."""
     model, info = load_checkpoint(checkpoint)
-    config, data = info["config"], info["data_config"]
-    root = data_root or config.get("data_root")
+    run, data = RunConfig.from_dict(info["config"]), info["data_config"]
+    root = data_root or run.data_root
     if not root or not (Path(root) / "images.txt").is_file():
         raise FileNotFoundError(f"data root {root!r} not found: give --data-root")
-    classes = config.get("class_ids")
-    resolution = data["resolution"]
-    train_x, _ = load_split(root, "train", resolution, data["mean"], data["std"], classes, calibration_images)
-    test_x, test_y = load_split(root, "test", resolution, data["mean"], data["std"], classes)
+    view = eval_transform(data["resolution"], mean=data["mean"], std=data["std"])
+    train_x, _ = sample_tensors(run.dataset("train", view, data_root=root), calibration_images)
+    test_x, test_y = sample_tensors(run.dataset("test", view, data_root=root))
     int8 = quantize_int8(model, list(train_x.split(32)))
-    variants = {
+    variants: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "fp32 eager (BN folded, channels_last)": optimize_for_inference(model),
         "fp32 compiled": compile_for_cpu(optimize_for_inference(model, channels_last=False)),
         "int8 compiled": compile_for_cpu(int8),
@@ -119,13 +127,19 @@ def report(checkpoint: str, data_root: str | None = None, *, calibration_images:
             row = {
                 "model": name,
                 "size_mb": sizes["int8" if name.startswith("int8") else "fp32"] / 1e6,
-                "latency_ms_batch1": 1000 * median_seconds(lambda v=variant: v(test_x[:1]), rounds, warmup=1),
-                "latency_ms_batch32": 1000 * median_seconds(lambda v=variant: v(test_x[:32]), rounds, warmup=1),
+                "latency_ms_batch1": 1000 * median_seconds(partial(variant, test_x[:1]), rounds, warmup=1),
+                "latency_ms_batch32": 1000 * median_seconds(partial(variant, test_x[:32]), rounds, warmup=1),
                 "top1": top1(variant, test_x, test_y),
             }
         rows.append(row)
-    return {"checkpoint": checkpoint, "data_root": root, "test_images": len(test_x), "calibration_images": len(train_x),
-            "threads": torch.get_num_threads(), "rows": rows}  # fmt: skip
+    return {
+        "checkpoint": checkpoint,
+        "data_root": root,
+        "test_images": len(test_x),
+        "calibration_images": len(train_x),
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+    }
 
 
 def format_report(result: dict) -> str:
@@ -153,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=10, help="timed rounds per measurement, median (default: 10)")
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
     args = p.parse_args(argv)
+    require("torchao", purpose="int8 quantization (PT2E)")
     result = report(args.checkpoint, args.data_root, calibration_images=args.calibration_images, rounds=args.rounds)
     print(format_report(result))
     if args.json:
@@ -163,4 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, CheckpointError, MissingDependency) as e:
+        sys.exit(f"deploy.quantize: error: {e}")

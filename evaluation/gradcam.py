@@ -6,11 +6,12 @@ channels; their ReLU'd sum, upsampled to the input, is the heat map.
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from mobilenet.common import MobileNetBase
 
 
 def grad_cam(
-    model: nn.Module, images: torch.Tensor, target: torch.Tensor | None = None
+    model: MobileNetBase, images: torch.Tensor, target: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Heat maps in [0, 1] of shape (N, H, W) for `target` classes (default: the predicted ones), and the logits."""
     model.eval()

@@ -59,7 +59,7 @@ def classification_metrics(
         }
         for k, name in enumerate(class_names)
     ]
-    present = [row["accuracy"] for row in per_class if row["count"]]
+    present = [float(row["accuracy"]) for row in per_class if row["count"]]
     off_diagonal = confusion.clone()
     off_diagonal.fill_diagonal_(0)
     order = off_diagonal.flatten().argsort(descending=True)[:top_pairs]

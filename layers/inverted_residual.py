@@ -34,6 +34,7 @@ class InvertedResidual(nn.Module):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         hidden = round(in_ch * expand_ratio)
         self.use_residual = stride == 1 and in_ch == out_ch
+        self.conv_pw: nn.Module
         if expand_ratio == 1:
             self.conv_pw = nn.Identity()
         else:

@@ -1,10 +1,14 @@
-"""Checkpoints: written atomically, read with `weights_only=True`, and enough to rebuild the model alone.
+"""Checkpoints: assembled and written here, read here; atomic, `weights_only=True`, enough to rebuild the model.
 
-A training checkpoint holds `model` (state_dict), `model_config` (the `create_model` arguments),
-`data_config` (resolution and normalization the weights expect), `class_names`, `config` (the resolved
-training options), `epoch`, `metrics`, and for resuming `optimizer`, `scheduler`, `ema`, `scaler` and
-`rng`. `load_checkpoint` rebuilds the model from it; when the run kept an EMA of the weights, the EMA
-weights are the ones evaluated during training, so they are the ones loaded.
+A training checkpoint (`make_checkpoint`) holds `format_version`, `model` (state_dict), `model_config` (the
+`create_model` arguments), `data_config` (resolution and normalization the weights expect), `class_names`,
+`config` (the run record, `training.config.RunConfig.to_dict()`), `epoch`, `metrics`, `best_top1`, and for
+resuming `optimizer`, `scheduler`, `ema`, `scaler` and `rng`. `load_checkpoint` rebuilds the model from it;
+when the run kept an EMA of the weights, the EMA weights are the ones evaluated during training, so they are
+the ones loaded.
+
+Format versions: 1 (before the run record; no `format_version` key, `config` holds the raw options) and 2.
+Both load; a newer version is refused with a message naming it.
 """
 
 import os
@@ -17,10 +21,37 @@ from mobilenet.common import MobileNetBase
 from mobilenet.factory import create_model
 
 REQUIRED_KEYS = ("model", "model_config", "data_config", "class_names")
+FORMAT_VERSION = 2
 
 
 class CheckpointError(ValueError):
     """A file that is not a readable checkpoint of this project."""
+
+
+def make_checkpoint(
+    model: MobileNetBase,
+    *,
+    class_names: list[str],
+    config: dict,
+    epoch: int,
+    metrics: dict,
+    best_top1: float,
+    training: dict | None = None,
+) -> dict:
+    """The checkpoint of `model` after `epoch`; `training` holds the resume state (`optimizer`, `scheduler`,
+    `ema`, `scaler`, `rng`), None for a weights-only file."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": model.state_dict(),
+        "model_config": model.config,
+        "data_config": model.data_config,
+        "class_names": list(class_names),
+        "config": config,
+        "epoch": epoch,
+        "metrics": metrics,
+        "best_top1": best_top1,
+        **(training or {}),
+    }
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -52,6 +83,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a checkpoint of this project (missing {', '.join(missing)})")
+    version = state.get("format_version", 1)
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r}; this version of the project reads 1 to {FORMAT_VERSION}"
+        )
     return state
 
 

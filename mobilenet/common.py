@@ -4,7 +4,13 @@
 import torch
 from torch import nn
 
-from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+# What the weights expect as input, as mean/std of RGB in [0, 1]: torchvision's and timm's ImageNet
+# statistics, and Google's TensorFlow checkpoints' [-1, 1] scaling, (x - 127.5) / 127.5.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "inception": (INCEPTION_MEAN, INCEPTION_STD)}
 
 
 class MobileNetBase(nn.Module):
@@ -20,6 +26,8 @@ class MobileNetBase(nn.Module):
     # What the weights expect as input: the training resolution and the normalization. Pretrained
     # loaders set it; checkpoints store it, so evaluation and prediction apply the right one.
     data_config: dict
+    # Where pretrained weights came from (a file path or URL), set by the pretrained loaders.
+    pretrained_source: str | None = None
 
     def _build_head(self, num_features: int, num_classes: int, dropout: float) -> None:
         self.data_config = {"resolution": 224, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}

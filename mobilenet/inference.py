@@ -19,25 +19,39 @@ from layers import Conv2dSame, ConvBNAct
 from layers.padding import same_padding
 
 
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    """A convolution's kernel size, stride or dilation as the (height, width) pair it always is in Conv2d."""
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
 @torch.no_grad()
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A copy of `conv` with eval-mode `bn` folded into its weight and a new bias."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    mean, var = bn.running_mean, bn.running_var
+    if mean is None or var is None:
+        raise ValueError("fold_batchnorm needs a batch norm with running statistics")
+    scale = bn.weight / torch.sqrt(var + bn.eps)
     fused = copy.deepcopy(conv)
     fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias = nn.Parameter(bn.bias + (bias - bn.running_mean) * scale)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
+    fused.bias = nn.Parameter(bn.bias + (bias - mean) * scale)
     return fused
 
 
 def plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
     """A stride-1 `Conv2dSame` as the equivalent `nn.Conv2d` (TensorFlow "SAME" is symmetric at stride 1 for
     odd kernels); any other convolution is returned as it is. Exporters and quantizers match `nn.Conv2d`."""
-    k, s, d = conv.kernel_size, conv.stride, conv.dilation
+    k, s, d = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
     if not isinstance(conv, Conv2dSame) or s != (1, 1) or d != (1, 1) or not (k[0] % 2 and k[1] % 2):
         return conv
-    plain = nn.Conv2d(conv.in_channels, conv.out_channels, k, padding=(k[0] // 2, k[1] // 2), groups=conv.groups,
-                      bias=conv.bias is not None)  # fmt: skip
+    plain = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        k,
+        padding=(k[0] // 2, k[1] // 2),
+        groups=conv.groups,
+        bias=conv.bias is not None,
+    )
     plain.load_state_dict(conv.state_dict())
     return plain
 
@@ -48,8 +62,11 @@ def bake_same_padding(model: nn.Module, resolution: int) -> nn.Module:
     followed by a plain `nn.Conv2d`, the padding it computes for that size. For int8 quantization, whose
     x86 quantizer matches `nn.Conv2d` only; the model then gives wrong results at other input sizes."""
     sizes: dict[nn.Module, tuple[int, int]] = {}
-    hooks = [m.register_forward_pre_hook(lambda m, args: sizes.__setitem__(m, tuple(args[0].shape[-2:])))
-             for m in model.modules() if isinstance(m, Conv2dSame)]  # fmt: skip
+    hooks = [
+        m.register_forward_pre_hook(lambda m, args: sizes.__setitem__(m, tuple(args[0].shape[-2:])))
+        for m in model.modules()
+        if isinstance(m, Conv2dSame)
+    ]
     was_training = model.training
     model.eval()(torch.zeros(1, 3, resolution, resolution))
     model.train(was_training)
@@ -58,13 +75,14 @@ def bake_same_padding(model: nn.Module, resolution: int) -> nn.Module:
     for module in model.modules():
         if isinstance(module, ConvBNAct) and module.conv in sizes:
             conv = module.conv
-            (height, width), k, s, d = sizes[conv], conv.kernel_size, conv.stride, conv.dilation
+            (height, width), k, s, d = sizes[conv], _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
             top, bottom = same_padding(height, k[0], s[0], d[0])
             left, right = same_padding(width, k[1], s[1], d[1])
-            plain = nn.Conv2d(conv.in_channels, conv.out_channels, k, s, dilation=d, groups=conv.groups,
-                              bias=conv.bias is not None)  # fmt: skip
+            plain = nn.Conv2d(
+                conv.in_channels, conv.out_channels, k, s, dilation=d, groups=conv.groups, bias=conv.bias is not None
+            )
             plain.load_state_dict(conv.state_dict())
-            module.conv = nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), plain)
+            module.conv = nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), plain)  # type: ignore[assignment]
     return model
 
 
@@ -78,12 +96,12 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, comp
         if isinstance(module, ConvBNAct):
             module.conv = plain_conv(module.conv)
     if channels_last:
-        fast = fast.to(memory_format=torch.channels_last)
+        fast = fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
     for p in fast.parameters():
         p.requires_grad_(False)
     if compile:
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # constant-fold the weights into the compiled graph
-        fast = torch.compile(fast)
+        return torch.compile(fast)  # type: ignore[return-value]  # a callable wrapping the module
     return fast

@@ -79,7 +79,7 @@ def load_timm_mobilenetv1(model: MobileNetV1, state_dict: Mapping[str, torch.Ten
     """Load timm's `mobilenetv1_100` state_dict into our `MobileNetV1` (build it with ReLU6, the default)."""
     pairs: list[tuple[str, str]] = _conv_bn_pairs("features.0", "conv_stem", "bn1")
     stage, index = 0, -1
-    for i, layer in enumerate(model.features[1:], start=1):
+    for i, layer in enumerate(list(model.features)[1:], start=1):
         if not isinstance(layer, DepthwiseSeparableConv):
             raise TypeError(f"features.{i} is a {type(layer).__name__}, not a MobileNetV1 block")
         if layer.conv_dw.conv.stride[0] == 2:

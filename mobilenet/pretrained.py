@@ -18,6 +18,7 @@ batch statistics land near the running ones, and fine-tuning starts from the pre
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -26,6 +27,8 @@ from mobilenet.common import MobileNetBase
 from mobilenet.factory import create_model
 from mobilenet.interop import load_timm_mobilenetv1, load_torchvision_mobilenet_v2
 from mobilenet.tflite import V2_WIDTHS, load_tflite
+from mobilenet.v1 import MobileNetV1
+from mobilenet.v2 import MobileNetV2
 
 IMAGENET_URL = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
 
@@ -68,6 +71,8 @@ def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], num_b
         raise ValueError("calibrate_batchnorm got no batches")
     for bn in norms:
         total, total_sq, count = sums[bn]
+        if bn.running_mean is None or bn.running_var is None:
+            continue  # no running statistics to re-estimate
         mean = total / count
         var = (total_sq / count - mean**2).clamp_min(0)
         scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
@@ -104,14 +109,16 @@ def from_state_dict(state: dict[str, torch.Tensor], source: str) -> MobileNetBas
         error: Exception | None = None
         for width in widths:
             try:
-                return load_torchvision_mobilenet_v2(create_model("v2", width_mult=width, num_classes=classes), state)
+                v2 = cast(MobileNetV2, create_model("v2", width_mult=width, num_classes=classes))
+                return load_torchvision_mobilenet_v2(v2, state)
             except (KeyError, ValueError) as e:
                 error = error or e
         raise ValueError(f"{source}: torchvision mobilenet_v2 layout, but no width fits: {error}")
     if "conv_stem.weight" in state and "blocks.0.0.conv_dw.weight" in state:
         classes = state["classifier.weight"].shape[0]
         width = state["conv_stem.weight"].shape[0] / 32
-        return load_timm_mobilenetv1(create_model("v1", width_mult=width, num_classes=classes), state)
+        v1 = cast(MobileNetV1, create_model("v1", width_mult=width, num_classes=classes))
+        return load_timm_mobilenetv1(v1, state)
     raise ValueError(
         f"{source}: neither torchvision's mobilenet_v2 layout (features.0.0.weight, classifier.1.weight) "
         f"nor timm's mobilenetv1_100 layout (conv_stem.weight, blocks.0.0.conv_dw.weight)"

@@ -21,9 +21,9 @@ few batches of real images before fine-tuning (see there why). The models use Te
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
-import tflite
 import torch
 from torch import nn
 
@@ -31,7 +31,6 @@ from layers import ConvBNAct
 from mobilenet.common import MobileNetBase
 from mobilenet.factory import create_model
 
-_OP_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
 _ACTIVATIONS = {0: None, 1: "ReLU", 3: "ReLU6"}
 _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 9: np.int8, 4: np.int64}
 # Ops that carry no weights: pooling, reshaping, the softmax and (de)quantization.
@@ -62,6 +61,10 @@ class _Graph:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.data = path.read_bytes()
+        import tflite  # the flatbuffer schema, imported only when a .tflite file is read
+
+        self.schema = tflite
+        self.op_names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
         self.model = tflite.Model.GetRootAsModel(self.data, 0)
         self.graph = self.model.Subgraphs(0)
         self.producer: dict[int, int] = {}
@@ -71,7 +74,7 @@ class _Graph:
 
     def op_name(self, index: int) -> str:
         code = self.model.OperatorCodes(self.graph.Operators(index).OpcodeIndex())
-        return _OP_NAMES.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+        return self.op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
 
     def shape(self, tensor: int) -> tuple[int, ...]:
         return tuple(int(d) for d in self.graph.Tensors(tensor).ShapeAsNumpy())
@@ -123,7 +126,8 @@ def _read_layers(graph: _Graph) -> tuple[list[_Layer], bool]:
         inputs = [int(t) for t in graph.graph.Operators(i).InputsAsNumpy()]
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             depthwise = name == "DEPTHWISE_CONV_2D"
-            opts = graph.options(i, tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions)
+            schema = graph.schema
+            opts = graph.options(i, schema.DepthwiseConv2DOptions if depthwise else schema.Conv2DOptions)
             if opts.StrideH() != opts.StrideW():
                 raise TFLiteImportError(f"{graph.path}: op {i} ({name}) has unequal strides")
             if opts.DilationHFactor() not in (0, 1) or opts.DilationWFactor() not in (0, 1):
@@ -143,7 +147,7 @@ def _read_layers(graph: _Graph) -> tuple[list[_Layer], bool]:
                     np.ascontiguousarray(weight),
                     graph.constant(inputs[2]) if len(inputs) > 2 and inputs[2] >= 0 else None,
                     opts.StrideH(),
-                    "SAME" if opts.Padding() == tflite.Padding.SAME else "VALID",
+                    "SAME" if opts.Padding() == schema.Padding.SAME else "VALID",
                     _ACTIVATIONS[activation],
                     graph.shape(inputs[0]),
                 )
@@ -216,14 +220,14 @@ def load_tflite(path: str | Path, *, num_classes: int | None = None, keep_backgr
     activations = {layer.activation for layer in spatial} - {None}
     if len(activations) != 1:
         raise TFLiteImportError(f"{path}: expected one activation type, found {sorted(map(str, activations))}")
-    width, model = _match_width(arch, spatial, activations.pop(), path)
+    width, model = _match_width(arch, spatial, str(activations.pop()), path)
 
     units = [m for m in model.modules() if isinstance(m, ConvBNAct)]
     with torch.no_grad():
         for unit, layer in zip(units, spatial):
             unit.conv.weight.copy_(torch.from_numpy(layer.weight))
             bias = torch.from_numpy(layer.bias) if layer.bias is not None else torch.zeros(layer.weight.shape[0])
-            _set_affine(unit.bn, torch.ones_like(bias), bias)
+            _set_affine(cast(nn.BatchNorm2d, unit.bn), torch.ones_like(bias), bias)
 
     file_classes = head[0].weight.shape[0] if head else 0
     if num_classes is None and file_classes:
@@ -232,9 +236,10 @@ def load_tflite(path: str | Path, *, num_classes: int | None = None, keep_backgr
         if file_classes == 1001 and not keep_background:
             weight, bias = weight[1:], bias[1:]
         model.reset_classifier(weight.shape[0])
+        classifier = cast(nn.Linear, model.classifier)
         with torch.no_grad():
-            model.classifier.weight.copy_(weight)
-            model.classifier.bias.copy_(bias)
+            classifier.weight.copy_(weight)
+            classifier.bias.copy_(bias)
     else:
         model.reset_classifier(num_classes or 0)
 
@@ -255,7 +260,8 @@ def load_tflite(path: str | Path, *, num_classes: int | None = None, keep_backgr
 
 def _set_affine(bn: nn.BatchNorm2d, scale: torch.Tensor, shift: torch.Tensor) -> None:
     """Make eval-mode `bn` compute scale * x + shift exactly (running mean 0, running var 1)."""
-    bn.running_mean.zero_()
-    bn.running_var.fill_(1.0)
+    if bn.running_mean is not None and bn.running_var is not None:
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0)
     bn.weight.copy_(scale * math.sqrt(1.0 + bn.eps))
     bn.bias.copy_(shift)

@@ -3,10 +3,16 @@
 `FGM_SHARED=none` hides ../shared, so the suite runs as a fresh clone sees it (`.ci/run` does both).
 """
 
+import importlib.util
+import io
+import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from data.shared import ENV_VAR, shared_path
 
@@ -18,11 +24,43 @@ _ABSENT = f"../shared is absent or hidden ({ENV_VAR}=none)"
 requires_cub20 = pytest.mark.skipif(
     CUB20 is None or not (CUB20 / "images.txt").is_file(), reason=f"real CUB images (cub20) not found: {_ABSENT}"
 )
+DEPLOY_STACK = ("onnx", "onnxscript", "onnxruntime", "executorch", "torchao", "fastapi", "uvicorn", "multipart")
+requires_deploy = pytest.mark.skipif(
+    any(importlib.util.find_spec(name) is None for name in DEPLOY_STACK),
+    reason="the deploy stack is not installed: pip install -r requirements-deploy.txt",
+)
 requires_weights = pytest.mark.skipif(WEIGHTS is None, reason=f"Google's MobileNet checkpoints not found: {_ABSENT}")
 
 
+def jpeg_bytes(size=(64, 48), colour=(200, 30, 30), mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, colour).save(buffer, format="JPEG" if mode in ("RGB", "L", "CMYK") else "PNG")
+    return buffer.getvalue()
+
+
+def noisy_jpeg(size=(400, 300), seed: int = 0) -> bytes:
+    """A photo-sized JPEG of noise: its entropy-coded data is most of the file, so a cut lands in the pixels."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with a few bytes of image data (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed():
+    """Every test starts from torch's generator at seed 0, whatever ran before it."""
     torch.manual_seed(0)
     yield
 
@@ -50,6 +88,25 @@ def tiny_checkpoint(tmp_path_factory, tiny_synthetic_root):
     import train
 
     out = tmp_path_factory.mktemp("tiny-run") / "run"
-    train.main(["--data-root", str(tiny_synthetic_root), "--arch", "v2", "--width", "0.35", "--resolution", "64",
-                "--epochs", "2", "--batch-size", "4", "--workers", "0", "--out", str(out), "--no-progress"])  # fmt: skip
+    train.main(
+        [
+            "--data-root",
+            str(tiny_synthetic_root),
+            "--arch",
+            "v2",
+            "--width",
+            "0.35",
+            "--resolution",
+            "64",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     return out / "best.pt"

@@ -1,10 +1,7 @@
 """Deployment: untrusted image decoding, export to ONNX / ExecuTorch checked against PyTorch, int8, predict.py."""
 
-import io
 import json
 import os
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -13,38 +10,23 @@ from PIL import Image
 
 import export
 import predict
+from data.cub import CUB200
+from data.transforms import eval_transform
 from deploy.export import ExportMismatch, run_executorch
 from deploy.images import IMAGE_SUFFIXES, ImageRejected, decode_image
 from deploy.predictor import METADATA_KEY, Predictor
-from tests.conftest import CUB20, WEIGHTS, requires_cub20, requires_weights
+from tests.conftest import (
+    CUB20,
+    WEIGHTS,
+    jpeg_bytes,
+    noisy_jpeg,
+    png_header_only,
+    requires_cub20,
+    requires_deploy,
+    requires_weights,
+)
 
 PHOTOS = ["parrot.jpg", "grace_hopper.bmp", "hot_dog.jpg"]
-
-
-def jpeg_bytes(size=(64, 48), colour=(200, 30, 30), mode="RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, size, colour).save(buffer, format="JPEG" if mode in ("RGB", "L", "CMYK") else "PNG")
-    return buffer.getvalue()
-
-
-def noisy_jpeg(size=(400, 300), seed: int = 0) -> bytes:
-    """A photo-sized JPEG of noise: its entropy-coded data is most of the file, so a cut lands in the pixels."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height pixels, with a few bytes of image data (a decompression bomb)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
 
 
 def test_decode_image_accepts_every_mode_as_rgb():
@@ -97,6 +79,7 @@ def verify_args(tiny_synthetic_root) -> list[str]:
     return ["--images", *map(str, paths)] if paths else ["--images", str(tiny_synthetic_root / "images")]
 
 
+@requires_deploy
 def test_onnx_export_matches_pytorch_and_carries_metadata(checkpoint, tmp_path, tiny_synthetic_root):
     out = tmp_path / "model.onnx"
     report = export.main(
@@ -123,6 +106,7 @@ def test_onnx_export_matches_pytorch_and_carries_metadata(checkpoint, tmp_path, 
     ]
 
 
+@requires_deploy
 def test_executorch_export_runs_in_the_executorch_runtime(checkpoint, tmp_path, tiny_synthetic_root):
     out = tmp_path / "model.pte"
     report = export.main(
@@ -149,6 +133,7 @@ def test_executorch_export_runs_in_the_executorch_runtime(checkpoint, tmp_path, 
     assert b"XnnpackBackend" in out.read_bytes()  # delegated to XNNPACK, the phones' CPU backend
 
 
+@requires_deploy
 def test_export_refuses_a_mismatch_and_leaves_no_file(checkpoint, tmp_path, tiny_synthetic_root):
     out = tmp_path / "model.onnx"
     with pytest.raises(ExportMismatch, match="differs from PyTorch"):
@@ -178,14 +163,16 @@ def test_predict_text_json_and_directories(checkpoint, tmp_path, tiny_synthetic_
     assert lines[0] == str(second) and len(lines) == 3 and lines[1].strip().endswith(results[0]["top"][0]["label"])
 
 
+@requires_deploy
 def test_int8_quantization_keeps_a_trained_model_s_predictions(checkpoint, tiny_synthetic_root):
-    from deploy.quantize import load_split, quantize_int8
+    from deploy.quantize import quantize_int8, sample_tensors
     from mobilenet import load_checkpoint
 
     model, info = load_checkpoint(checkpoint)
     data = info["data_config"]
-    train_x, _ = load_split(str(tiny_synthetic_root), "train", 64, data["mean"], data["std"])
-    test_x, _ = load_split(str(tiny_synthetic_root), "test", 64, data["mean"], data["std"])
+    view = eval_transform(64, mean=data["mean"], std=data["std"])
+    train_x, _ = sample_tensors(CUB200(tiny_synthetic_root, "train", view))
+    test_x, _ = sample_tensors(CUB200(tiny_synthetic_root, "test", view))
     int8 = quantize_int8(model, list(train_x.split(6)))
     targets = [str(n.target) for n in int8.graph.nodes if n.op == "call_function"]
     # Every convolution (52 in V2) and the classifier has int8 per-channel weights.
@@ -199,17 +186,19 @@ def test_int8_quantization_keeps_a_trained_model_s_predictions(checkpoint, tiny_
 
 @requires_weights
 @requires_cub20
+@requires_deploy
 def test_int8_google_v1_keeps_confident_predictions_on_real_birds():
     # A real ImageNet model on real photos: where fp32 is confident (probability >= 0.5), int8 (calibrated on
     # 64 cub20 training images) keeps its top-1 on at least 95% of the photos (measured: 56 of 57). Birds
     # are outside most of ImageNet's classes, so the other predictions have small margins and flip more.
-    from deploy.quantize import load_split, quantize_int8
+    from deploy.quantize import quantize_int8, sample_tensors
     from mobilenet.tflite import load_tflite
 
     model = load_tflite(WEIGHTS / "mobilenet_v1_0.75_192_quant.tflite").eval()
     mean, std = model.data_config["mean"], model.data_config["std"]
-    train_x, _ = load_split(str(CUB20), "train", 192, mean, std, limit=64)
-    test_x, _ = load_split(str(CUB20), "test", 192, mean, std, limit=100)
+    view = eval_transform(192, mean=mean, std=std)
+    train_x, _ = sample_tensors(CUB200(CUB20, "train", view), 64)
+    test_x, _ = sample_tensors(CUB200(CUB20, "test", view), 100)
     int8 = quantize_int8(model, list(train_x.split(32)))
     with torch.no_grad():
         probabilities, quantized = model(test_x).softmax(1), int8(test_x)
@@ -220,6 +209,7 @@ def test_int8_google_v1_keeps_confident_predictions_on_real_birds():
 
 
 @requires_weights
+@requires_deploy
 def test_int8_quantizes_every_convolution_of_a_tensorflow_padded_model():
     # Google's files use TensorFlow "SAME" padding; baked in, all 52 convolutions of V2 are quantized.
     from deploy.quantize import quantize_int8
@@ -263,6 +253,7 @@ def test_find_images_reports_what_it_skips_and_why(tmp_path):
         find_images([])
 
 
+@requires_deploy
 def test_export_says_when_a_folder_holds_no_images(checkpoint, tmp_path):
     (tmp_path / "photos").mkdir()
     with pytest.raises(ValueError, match=r"no readable images to verify on in .*photos"):

@@ -27,8 +27,22 @@ PICTURES = {  # file: (width, height) = figure inches x 100 DPI
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, tiny_synthetic_root):
     runs = tmp_path_factory.mktemp("runs")
-    common = ["--data-root", str(tiny_synthetic_root), "--resolution", "48", "--epochs", "2", "--batch-size", "4",
-              "--workers", "0", "--lr", "0.05", "--warmup-epochs", "0.5"]  # fmt: skip
+    common = [
+        "--data-root",
+        str(tiny_synthetic_root),
+        "--resolution",
+        "48",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--lr",
+        "0.05",
+        "--warmup-epochs",
+        "0.5",
+    ]
     train.main([*common, "--arch", "v2", "--width", "0.35", "--out", str(runs / "v2")])
     train.main([*common, "--arch", "v1", "--width", "0.25", "--out", str(runs / "v1")])
     return runs
@@ -91,8 +105,19 @@ def test_views_and_flip_averaging(two_runs, tmp_path):
 
 def test_compare_v1_and_v2(two_runs, tmp_path):
     out = tmp_path / "compare"
-    rows = evaluate.main(["--compare", str(two_runs / "v1" / "best.pt"), str(two_runs / "v2" / "best.pt"), "--out", str(out),
-                          "--workers", "0", "--latency-rounds", "2"])  # fmt: skip
+    rows = evaluate.main(
+        [
+            "--compare",
+            str(two_runs / "v1" / "best.pt"),
+            str(two_runs / "v2" / "best.pt"),
+            "--out",
+            str(out),
+            "--workers",
+            "0",
+            "--latency-rounds",
+            "2",
+        ]
+    )
     assert [r["arch"] for r in rows] == ["v1", "v2"]
     assert rows[0]["macs_m"] < rows[1]["macs_m"]  # V1 0.25 is cheaper than V2 0.35
     table = (out / "compare.md").read_text()

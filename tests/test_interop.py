@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from bench.reference_models import TimmStyleMobileNetV1, TorchvisionStyleMobileNetV2
 from mobilenet import create_model, load_timm_mobilenetv1, load_torchvision_mobilenet_v2
+from references.models import TimmStyleMobileNetV1, TorchvisionStyleMobileNetV2
 
 
 def _randomise_bn(model: torch.nn.Module) -> None:

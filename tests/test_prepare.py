@@ -10,6 +10,7 @@ import torch
 from data.cub import CUB200
 from data.prepare import PackedDataset, channel_stats, packed_dataset
 from data.transforms import center_crop, eval_transform, resize_shorter
+from mobilenet.common import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_cache_holds_the_resized_centre_of_each_image(tiny_synthetic_root, tmp_path):
@@ -26,7 +27,7 @@ def test_cache_holds_the_resized_centre_of_each_image(tiny_synthetic_root, tmp_p
 
 
 def test_eval_pipeline_same_through_cache_and_jpeg(tiny_synthetic_root, tmp_path):
-    transform = eval_transform(56)  # 56 / 0.875 = 64: the cache size
+    transform = eval_transform(56, mean=IMAGENET_MEAN, std=IMAGENET_STD)  # 56 / 0.875 = 64: the cache size
     jpeg = CUB200(tiny_synthetic_root, "test", transform=transform)
     packed = packed_dataset(CUB200(tiny_synthetic_root, "test"), transform, size=64, cache_dir=tmp_path, workers=0)
     for i in range(len(jpeg)):

@@ -5,9 +5,9 @@ import urllib.error
 import pytest
 import torch
 
-from bench.reference_models import TimmStyleMobileNetV1, TorchvisionStyleMobileNetV2
 from mobilenet.pretrained import IMAGENET_URL, calibrate_batchnorm, load_pretrained
 from mobilenet.tflite import load_tflite
+from references.models import TimmStyleMobileNetV1, TorchvisionStyleMobileNetV2
 from tests.conftest import WEIGHTS, requires_weights
 
 

@@ -8,14 +8,17 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
-from fastapi.testclient import TestClient
 
-from deploy.predictor import Predictor
-from serve import create_app
-from tests.conftest import REPO, WEIGHTS
-from tests.test_deploy import jpeg_bytes, noisy_jpeg, png_header_only
+pytest.importorskip("fastapi", reason="the deploy stack is not installed: pip install -r requirements-deploy.txt")
+pytest.importorskip("httpx", reason="httpx (a test client) is not installed: pip install -r requirements-dev.txt")
+
+import httpx  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from deploy.predictor import Predictor  # noqa: E402
+from serve import create_app  # noqa: E402
+from tests.conftest import REPO, WEIGHTS, jpeg_bytes, noisy_jpeg, png_header_only
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -95,8 +98,11 @@ def server(checkpoint):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "serve.py", "--checkpoint", str(checkpoint), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, process)
@@ -148,9 +154,16 @@ def test_page_in_headless_chromium(server, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
-        )  # fmt: skip
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
         try:
             page = browser.new_page()
             page.goto(url + "/")

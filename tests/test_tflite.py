@@ -10,8 +10,8 @@ from PIL import Image
 from data.cub import CUB200, load_rgb, pil_to_tensor
 from data.transforms import ResizeCenterCrop
 from mobilenet.tflite import TFLiteImportError, load_tflite
+from references.tflite_executor import run_reference
 from tests.conftest import CUB20, WEIGHTS, requires_cub20, requires_weights
-from tests.tflite_reference import run_reference
 
 MODEL_FILES = [
     "mobilenet_v2_1.0_224_quant.tflite",

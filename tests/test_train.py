@@ -21,9 +21,28 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 def tiny_args(root: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "--data-root", str(root), "--out", str(out), "--arch", "v2", "--width", "0.25", "--resolution", "48",
-        "--epochs", "2", "--batch-size", "4", "--workers", "0", "--lr", "0.05", "--warmup-epochs", "0.5", *extra,
-    ]  # fmt: skip
+        "--data-root",
+        str(root),
+        "--out",
+        str(out),
+        "--arch",
+        "v2",
+        "--width",
+        "0.25",
+        "--resolution",
+        "48",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--lr",
+        "0.05",
+        "--warmup-epochs",
+        "0.5",
+        *extra,
+    ]
 
 
 def test_run_writes_its_files_and_checkpoints_rebuild_the_model(tiny_synthetic_root, tmp_path):
@@ -67,8 +86,15 @@ def test_same_seed_same_metrics(tiny_synthetic_root, tmp_path):
 
 def _run_cli(args: list[str], **kwargs) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 def test_resume_after_a_real_kill_ends_identical(tiny_synthetic_root, tmp_path):
@@ -210,9 +236,21 @@ def test_two_process_ddp_on_cpu(tiny_synthetic_root, tmp_path):
     args = _without(tiny_args(tiny_synthetic_root, out), "--epochs") + ["--epochs", "2"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "tests/ddp_train.py",
+            *args,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "weights identical on all 2 ranks: True" in result.stdout
     assert "2 process(es)" in result.stdout
@@ -230,9 +268,25 @@ def test_two_process_ddp_on_cpu(tiny_synthetic_root, tmp_path):
 
 def test_bf16_channels_last_and_other_options_run(tiny_synthetic_root, tmp_path):
     args = _without(tiny_args(tiny_synthetic_root, tmp_path / "r"), "--epochs") + [
-        "--epochs", "1", "--amp", "bf16", "--channels-last", "--optimizer", "rmsprop", "--schedule", "onecycle",
-        "--grad-clip", "1.0", "--color-jitter", "0.3", "--crop", "bbox", "--classes", "1-3", "--cache",
-    ]  # fmt: skip
+        "--epochs",
+        "1",
+        "--amp",
+        "bf16",
+        "--channels-last",
+        "--optimizer",
+        "rmsprop",
+        "--schedule",
+        "onecycle",
+        "--grad-clip",
+        "1.0",
+        "--color-jitter",
+        "0.3",
+        "--crop",
+        "bbox",
+        "--classes",
+        "1-3",
+        "--cache",
+    ]
     final = train.main(args)
     assert 0 <= final["test_top1"] <= 1 and final["train_loss"] == final["train_loss"]  # finite, not NaN
     model, info = load_checkpoint(tmp_path / "r" / "last.pt")

@@ -35,7 +35,9 @@ class Schedule:
     def factor(self, step: int) -> float:
         t = step / self.steps_per_epoch
         total = self.epochs
-        if self.name == "onecycle":  # torch's OneCycleLR shape: lr/25 -> lr (cosine), then -> lr/1e4 (cosine)
+        # onecycle, torch's OneCycleLR shape with its defaults: lr/25 -> lr (cosine rise), then down to the
+        # start value / 1e4, i.e. lr/2.5e5 (cosine fall).
+        if self.name == "onecycle":
             rise = self.onecycle_pct * total
             if t < rise:
                 return _cos_interp(1 / 25, 1.0, t / rise)

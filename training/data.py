@@ -1,0 +1,94 @@
+"""A run's data loaders: seeded per-sample augmentation for training, sharded evaluation, optional cache."""
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from data.cub import CUB200
+from data.loaders import SeededDataset, SeededSampler, build_dataset
+from data.prepare import PackedDataset
+from data.transforms import eval_transform, train_transform
+from training.config import RunConfig
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Every world-th index from rank: the shards cover the set exactly once (no padding), for evaluation."""
+
+    def __init__(self, length: int, rank: int, world: int) -> None:
+        self.indices = list(range(rank, length, world))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass
+class Loaders:
+    train: torch.utils.data.DataLoader
+    test: torch.utils.data.DataLoader
+    train_set: CUB200 | PackedDataset
+    train_sampler: SeededSampler
+
+
+def make_loaders(
+    config: RunConfig,
+    mean: Sequence[float],
+    std: Sequence[float],
+    rank: int,
+    world: int,
+    log: Callable[[str], None] = print,
+) -> Loaders:
+    """The training loader (this rank's shuffled shard, augmented) and the test loader (this rank's shard)."""
+    train_tf = train_transform(
+        config.resolution,
+        mean=mean,
+        std=std,
+        scale=(config.scale_min, config.scale_max),
+        hflip=config.hflip,
+        color_jitter=config.color_jitter,
+    )
+    test_tf = eval_transform(config.resolution, mean=mean, std=std)
+
+    def split(name: str, transform: Callable) -> CUB200 | PackedDataset:
+        classes = list(config.class_ids) if config.class_ids else None
+        cache_size = round(config.resolution / 0.875)
+        return build_dataset(
+            config.data_root,
+            name,
+            transform,
+            crop=config.crop,
+            classes=classes,
+            cache=config.cache,
+            cache_size=cache_size,
+            workers=config.workers,
+            log=log,
+        )
+
+    train_set, test_set = split("train", train_tf), split("test", test_tf)
+    distributed: torch.utils.data.DistributedSampler | None = (
+        torch.utils.data.DistributedSampler(train_set, world, rank, shuffle=True, seed=config.seed)
+        if world > 1
+        else None
+    )
+    train_sampler = SeededSampler(len(train_set), config.seed, distributed)
+    # Persistent workers: forking a process with a large heap and then writing to it costs a copy of every
+    # touched page, so workers are forked once, not every epoch.
+    train = torch.utils.data.DataLoader(
+        SeededDataset(train_set),
+        batch_size=config.batch_size,
+        sampler=train_sampler,
+        num_workers=config.workers,
+        drop_last=len(train_set) // world >= 2 * config.batch_size,
+        persistent_workers=config.workers > 0,
+    )
+    test = torch.utils.data.DataLoader(
+        test_set,
+        batch_size=max(config.batch_size, 64),
+        sampler=ShardSampler(len(test_set), rank, world),
+        num_workers=config.workers,
+        persistent_workers=config.workers > 0,
+    )
+    return Loaders(train=train, test=test, train_set=train_set, train_sampler=train_sampler)

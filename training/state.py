@@ -1,0 +1,157 @@
+"""Where a run stands, and its files: resume from a checkpoint, per-epoch metric rows, `last.pt` / `best.pt`.
+
+`RunState.start` either begins a run (writes `config.json`) or resumes one: it checks the command is the same
+run (`training.config.check_resume`), loads the model, optimizer, scheduler, EMA, scaler and RNG states,
+and takes the metric rows up to the checkpoint's epoch from the checkpoint itself (so a lost or damaged
+`metrics.jsonl` costs nothing). `end_epoch` writes the metric files and the
+checkpoints, on rank 0 only. Every file is written to a temporary name and moved into place, so a crash or
+a full disk never leaves half a file behind.
+"""
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mobilenet.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
+from mobilenet.common import MobileNetBase
+from training.config import RunConfig, UsageError, check_resume
+from training.ema import ModelEMA
+from training.runtime import rng_states, set_rng_states
+
+METRIC_FIELDS = [
+    "epoch",
+    "step",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_top1",
+    "test_top5",
+    "lr",
+    "seconds",
+    "images_per_s",
+]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """`text` to `path` through a temporary file in the same folder and `os.replace`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunState:
+    """Epoch to start from, metric rows so far and the best test top-1, for one run folder."""
+
+    def __init__(self, config: RunConfig, class_names: list[str], rank: int) -> None:
+        self.config, self.class_names, self.rank = config, class_names, rank
+        self.out = Path(config.out)
+        self.start_epoch, self.best_top1 = 0, -1.0
+        self.rows: list[dict] = []
+
+    def start(
+        self,
+        resume: str | None,
+        model: MobileNetBase,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        ema: ModelEMA | None,
+        scaler: torch.amp.GradScaler | None,
+        extra: dict,
+    ) -> str:
+        """Begin (resume None) or resume (a path, or "" for OUT/last.pt); returns a line for the log."""
+        if resume is not None:
+            path = Path(resume or self.out / "last.pt")
+            state = read_checkpoint(path)
+            check_resume(RunConfig.from_dict(state["config"]), self.config, str(path))
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if ema is not None and state.get("ema"):
+                ema.load_state_dict(state["ema"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            set_rng_states(state["rng"])
+            self.start_epoch, self.best_top1 = state["epoch"], state.get("best_top1", -1.0)
+            history = state.get("history") or self._saved_rows()  # format 1 checkpoints keep no history
+            self.rows = [row for row in history if row["epoch"] <= self.start_epoch]
+            message = f"resumed {path} at epoch {self.start_epoch}"
+        else:
+            message = f"writing {self.out}"
+        if self.rank == 0:
+            record = dict(self.config.to_dict(), class_names=self.class_names, **extra)
+            write_atomic(self.out / "config.json", json.dumps(record, indent=2) + "\n")
+        return message
+
+    def _saved_rows(self) -> list[dict]:
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return []
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise UsageError(f"{path}:{number}: not a JSON row (a torn write?)") from None
+        return rows
+
+    def end_epoch(
+        self,
+        epoch: int,
+        row: dict,
+        model: MobileNetBase,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        ema: ModelEMA | None,
+        scaler: torch.amp.GradScaler | None,
+    ) -> None:
+        """Record `row`; on rank 0 write the metric files, `last.pt`, and `best.pt` when top-1 improved."""
+        self.rows.append(row)
+        top1 = row.get("test_top1")
+        improved = top1 is not None and top1 > self.best_top1
+        if top1 is not None and improved:
+            self.best_top1 = float(top1)
+        if self.rank != 0:
+            return
+        self.write_metrics()
+        state = make_checkpoint(
+            model,
+            class_names=self.class_names,
+            config=self.config.to_dict(),
+            epoch=epoch,
+            metrics=row,
+            best_top1=self.best_top1,
+            training={
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "ema": ema.state_dict() if ema else None,
+                "scaler": scaler.state_dict() if scaler else None,
+                "rng": rng_states(),
+                "history": self.rows,
+            },
+        )
+        save_checkpoint(state, self.out / "last.pt")
+        if improved:
+            save_checkpoint(state, self.out / "best.pt")
+
+    def write_metrics(self) -> None:
+        jsonl = "".join(json.dumps(row) + "\n" for row in self.rows)
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_atomic(self.out / "metrics.jsonl", jsonl)
+        write_atomic(self.out / "metrics.csv", table.getvalue())
