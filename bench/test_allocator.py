@@ -1,11 +1,18 @@
 """Records the allocator fix's effect (bench/allocator.py) in the benchmark JSON; asserts no speed ratio,
-since the effect depends on the C library (it is reported in the README)."""
+since the effect depends on the C library (it is reported in the README), only that the fix was applied
+where glibc is."""
+
+import platform
+import sys
 
 from bench.allocator import measure
 
 
 def test_allocator_effect(benchmark, record):
-    results = {s: measure(s) for s in ("default", "tuned")}
+    default = measure("default")
+    # The timed call is the tuned child process itself (one training-step measurement).
+    tuned = benchmark.pedantic(measure, args=("tuned",), rounds=1, iterations=1)
+    results = {"default": default, "tuned": tuned}
     record(
         arch="v2",
         width=1.0,
@@ -24,5 +31,6 @@ def test_allocator_effect(benchmark, record):
         f"\nallocator: default {results['default']['step_s']:.2f}s/step ({results['default']['peak_mb']:.0f} MB), "
         f"tuned {results['tuned']['step_s']:.2f}s/step ({results['tuned']['peak_mb']:.0f} MB)"
     )
-    assert results["tuned"]["step_s"] > 0
-    benchmark.pedantic(lambda: None, rounds=1)
+    assert results["default"]["applied"] is False
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert results["tuned"]["applied"] is True, "mallopt was not applied on a glibc system"

@@ -15,7 +15,8 @@ branches, leaves and blobs, so that no class is recognisable from raw pixels: a 
 classifier on 16x16 thumbnails stays near chance (tested), while a CNN learns the attributes.
 
 Written under `root/CUB_200_2011/` with `images.txt`, `image_class_labels.txt`, `train_test_split.txt`
-(half train, half test per class), `classes.txt`, `bounding_boxes.txt` (the true box of each drawn bird)
+(`train_fraction` of each class for training, half by default; the built-in set of
+`data.loaders.BUILTIN_SET` uses 70%), `classes.txt`, `bounding_boxes.txt` (the true box of each drawn bird)
 and `images/NNN.Name/Name_XXXX.jpg`, so the CUB loader, box crops and the packed cache all serve it.
 Deterministic for a seed: each image has its own random stream seeded by (seed, class, index).
 """

@@ -2,7 +2,7 @@
 
 - `MobileNetV1` (Howard et al. 2017, Table 1) and `MobileNetV2` (Sandler et al. 2018, Table 2).
 - `create_model(arch, ...)`: the one way to build either.
-- `model_summary`: the model as the papers' tables; `count_macs`: fvcore multiply-adds.
+- `model_summary`: the model as the papers' tables; `flops.count_macs`: fvcore multiply-adds.
 - `interop`: torchvision / timm state_dict layouts; `tflite` / `pretrained`: Google's checkpoints.
 - `load_checkpoint`: a model from a training checkpoint; `optimize_for_inference`: the fast path.
 """

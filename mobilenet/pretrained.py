@@ -10,8 +10,8 @@
 Why `calibrate_batchnorm`: Google's graphs have batch norm folded into each convolution, so the import puts
 the folded bias into an identity batch norm (mean 0, var 1). That is exact in eval mode, but in train mode
 batch norm normalises by the batch statistics of the conv output, which for these folded kernels are far
-from (0, 1): every channel gets rescaled and fine-tuning starts from a broken network (measured by a peer
-implementation on CUB: loss stuck at ln K). Re-estimating each batch norm on real images (running mean/var
+from (0, 1): every channel gets rescaled and fine-tuning starts from a network whose train-mode function is
+not the pretrained one. Re-estimating each batch norm on real images (running mean/var
 = the conv output's statistics, then gamma and beta chosen so that the eval function is unchanged) makes the
 batch statistics land near the running ones, and fine-tuning starts from the pretrained function.
 """

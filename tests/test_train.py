@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import train
+from mobilenet import create_model
 from mobilenet.checkpoint import CheckpointError, load_checkpoint
 from tests.conftest import REPO
 
@@ -266,7 +267,7 @@ def test_two_process_ddp_on_cpu(tiny_synthetic_root, tmp_path):
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
 
 
-def test_bf16_channels_last_and_other_options_run(tiny_synthetic_root, tmp_path):
+def test_options_have_their_observable_effect(tiny_synthetic_root, tmp_path):
     args = _without(tiny_args(tiny_synthetic_root, tmp_path / "r"), "--epochs") + [
         "--epochs",
         "1",
@@ -286,10 +287,57 @@ def test_bf16_channels_last_and_other_options_run(tiny_synthetic_root, tmp_path)
         "--classes",
         "1-3",
         "--cache",
+        "--ema",
+        "0.9",
     ]
     final = train.main(args)
-    assert 0 <= final["test_top1"] <= 1 and final["train_loss"] == final["train_loss"]  # finite, not NaN
-    model, info = load_checkpoint(tmp_path / "r" / "last.pt")
-    assert len(info["class_names"]) == 3 and info["config"]["amp"] == "bf16"
+    raw = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    # --classes 1-3: a 3-way head named after CUB's classes 1 to 3 of the set.
+    assert raw["model"]["classifier.weight"].shape[0] == 3 and len(raw["class_names"]) == 3
+    # --optimizer rmsprop: RMSprop's own state for every trained parameter.
+    assert raw["optimizer"]["state"] and all("square_avg" in s for s in raw["optimizer"]["state"].values())
+    # --schedule onecycle: the run ends at lr / 25 / 1e4, as torch's OneCycleLR with its defaults.
+    assert final["lr"] == pytest.approx(0.05 / 25 / 1e4, rel=1e-6)
+    # --ema 0.9: the evaluated (EMA) weights are not the live ones.
+    floats = [k for k, v in raw["model"].items() if v.is_floating_point()]
+    assert any(not torch.equal(raw["ema"]["module"][k], raw["model"][k]) for k in floats)
+    # --cache reads the same images as JPEG decoding: tests/test_prepare.py.
+    info = load_checkpoint(tmp_path / "r" / "last.pt")[1]
+    assert info["config"]["amp"] == "bf16" and info["config"]["crop"] == "bbox"
     with pytest.raises(train.UsageError, match="--amp fp16 needs CUDA"):
         train.main([*_without(args, "--amp"), "--amp", "fp16"])
+
+
+def test_one_epoch_clips_the_gradient_and_runs_bf16_channels_last():
+    from training.config import RunConfig
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 3, 48, 48), torch.randint(0, 3, (8,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+
+    def gradient_norms(config: RunConfig) -> tuple[list[float], dict]:
+        model = create_model("v2", width_mult=0.25, num_classes=3)
+        model.to(memory_format=torch.channels_last)
+        seen: dict = {}
+        model.features[1].register_forward_hook(
+            lambda m, i, o: seen.update(nhwc=i[0].is_contiguous(memory_format=torch.channels_last), dtype=o.dtype)
+        )
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        norms: list[float] = []
+
+        def record_norm(*_):
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            norms.append(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item())
+
+        optimizer.register_step_pre_hook(record_norm)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        train.train_one_epoch(
+            model, loader, optimizer, scheduler, config, torch.device("cpu"), epoch=0, num_classes=3, show=False
+        )
+        return norms, seen
+
+    free, _ = gradient_norms(RunConfig(epochs=1))
+    clipped, seen = gradient_norms(RunConfig(epochs=1, grad_clip=0.01, amp="bf16", channels_last=True))
+    assert len(clipped) == 2 and min(free) > 0.01  # without clipping the norm is above the bound ...
+    assert max(clipped) <= 0.01 * (1 + 1e-3)  # ... and --grad-clip 0.01 bounds it
+    assert seen == {"nhwc": True, "dtype": torch.bfloat16}

@@ -1,0 +1,125 @@
+"""The run record: resolved once by a pure function from flags and recipes, saved, read back; `--help` shows
+the recipes' values; a resume must be the same run; checkpoint format versions; log-friendly progress."""
+
+import dataclasses
+import io
+
+import pytest
+import torch
+
+import train
+from mobilenet import create_model, load_checkpoint
+from mobilenet.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
+from training.config import RECIPES, RunConfig, UsageError, resolve_config
+from training.progress import Progress
+
+
+def flags(*argv: str) -> dict:
+    return vars(train.get_args_parser().parse_args(list(argv)))
+
+
+def test_resolve_is_pure_and_fills_recipe_values():
+    a = resolve_config(flags("--lr", "0.1"), data_root="/d", builtin_data=False)
+    b = resolve_config(flags("--lr", "0.1"), data_root="/d", builtin_data=False)
+    assert a == b and isinstance(a, RunConfig) and dataclasses.is_dataclass(a)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.lr = 1.0  # type: ignore[misc]
+    assert a.lr == 0.1 and a.epochs == RECIPES["scratch"]["epochs"] and a.recipe == "scratch"
+    assert a.out == "runs/v2-1-224"
+    builtin = resolve_config(flags(), data_root="/g", builtin_data=True)
+    assert (builtin.resolution, builtin.epochs, builtin.scale_min) == (80, 14, 0.8)
+    tuned = resolve_config(
+        flags("--pretrained", "x.tflite"),
+        data_root="/d",
+        builtin_data=False,
+        pretrained_model={"arch": "v1", "width_mult": 0.5},
+        pretrained_resolution=160,
+    )
+    assert (tuned.recipe, tuned.arch, tuned.width, tuned.resolution, tuned.lr) == ("finetune", "v1", 0.5, 160, 0.005)
+    with pytest.raises(UsageError, match="--width 1.0 does not match --pretrained x.tflite"):
+        resolve_config(
+            flags("--pretrained", "x.tflite", "--width", "1.0"),
+            data_root="/d",
+            builtin_data=False,
+            pretrained_model={"arch": "v1", "width_mult": 0.5},
+        )
+    # The record round-trips through its saved (JSON) form.
+    assert RunConfig.from_dict(a.to_dict()) == a
+
+
+def test_help_shows_every_default():
+    text = train.get_args_parser().format_help()
+    assert "(default: None)" not in text
+    assert "0.05 from scratch, 0.005 with --pretrained" in " ".join(text.split())
+    lr_help = [a.help for a in train.get_args_parser()._actions if a.dest == "lr"][0]
+    assert lr_help == "base learning rate"  # the recipe values come from RECIPES, not typed into the help
+
+
+@pytest.mark.parametrize(
+    "change, flag",
+    [
+        (["--classes", "2-4"], "--classes"),
+        (["--resolution", "56"], "--resolution"),
+        (["--optimizer", "adamw"], "--optimizer"),
+    ],
+)
+def test_resume_refuses_a_changed_run_naming_the_flag(tiny_synthetic_root, tmp_path, change, flag):
+    base = [
+        "--data-root",
+        str(tiny_synthetic_root),
+        "--out",
+        str(tmp_path / "r"),
+        "--arch",
+        "v2",
+        "--width",
+        "0.25",
+        "--resolution",
+        "48",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--classes",
+        "1-3",
+    ]
+    train.main(base)
+    changed = list(base)
+    for i in range(0, len(change), 2):
+        if change[i] in changed:
+            changed[changed.index(change[i]) + 1] = change[i + 1]
+        else:
+            changed += change[i : i + 2]
+    with pytest.raises(UsageError, match=f"--resume .*last.pt: the run has {flag} "):
+        train.main([*changed, "--resume"])
+
+
+def test_checkpoint_format_versions(tmp_path):
+    model = create_model("v1", width_mult=0.25, num_classes=3)
+    state = make_checkpoint(model, class_names=["a", "b", "c"], config={}, epoch=1, metrics={}, best_top1=0.5)
+    # A format-1 file (before the run record): no version key, the raw options as config. Still loads.
+    old = {k: v for k, v in state.items() if k != "format_version"}
+    old["config"] = {"data_root": "/somewhere", "class_ids": [1, 2, 3], "builtin_data": False, "_private": 1}
+    save_checkpoint(old, tmp_path / "v1.pt")
+    loaded, info = load_checkpoint(tmp_path / "v1.pt")
+    assert torch.equal(loaded.classifier.weight, model.classifier.weight)
+    assert RunConfig.from_dict(info["config"]).class_ids == (1, 2, 3)
+    save_checkpoint(dict(state, format_version=99), tmp_path / "v99.pt")
+    with pytest.raises(CheckpointError, match="v99.pt: checkpoint format version 99; .* reads 1 to 2"):
+        load_checkpoint(tmp_path / "v99.pt")
+
+
+def test_progress_in_a_log_file_is_summary_lines_not_bar_frames(monkeypatch):
+    lines: list[str] = []
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr("training.progress.time.monotonic", lambda: next(clock))
+    progress = Progress(range(10), total=10, desc="epoch 1/3", interval=25, terminal=False, write=lines.append)
+    for i in progress:
+        progress.update(loss=f"{1 / (i + 1):.2f}")
+    assert lines and all("\r" not in line and line.startswith("epoch 1/3: ") for line in lines)
+    assert len(lines) == 3  # every 25 s of a 10-s-per-step loop, the last step excluded (the epoch line follows)
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    silent = Progress(range(3), total=3, desc="x", enabled=False)
+    assert list(silent) == [0, 1, 2] and stream.getvalue() == ""
