@@ -13,7 +13,9 @@ Both load; a newer version is refused with a message naming it.
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -54,20 +56,25 @@ def make_checkpoint(
     }
 
 
-def save_checkpoint(state: dict, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace: never a half-written file."""
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write(file)` into a temporary file in the same folder, then os.replace: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """torch.save, written atomically (`write_atomically`)."""
+    write_atomically(path, lambda f: torch.save(state, f))
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

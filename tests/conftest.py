@@ -58,6 +58,12 @@ def png_header_only(width: int, height: int) -> bytes:
     )
 
 
+def tiny_train_args(root: Path, out: Path, *extra: str) -> list[str]:
+    """train.py arguments for a seconds-long run: V2 0.25 at 48 px, 2 epochs, batch 4, no workers."""
+    fixed = "--arch v2 --width 0.25 --resolution 48 --epochs 2 --batch-size 4 --workers 0 --lr 0.05 --warmup-epochs 0.5"
+    return ["--data-root", str(root), "--out", str(out), *fixed.split(), *extra]
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from torch's generator at seed 0, whatever ran before it."""

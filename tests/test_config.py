@@ -10,6 +10,7 @@ import torch
 import train
 from mobilenet import create_model, load_checkpoint
 from mobilenet.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
+from tests.conftest import tiny_train_args
 from training.config import RECIPES, RunConfig, UsageError, resolve_config
 from training.progress import Progress
 
@@ -64,26 +65,7 @@ def test_help_shows_every_default():
     ],
 )
 def test_resume_refuses_a_changed_run_naming_the_flag(tiny_synthetic_root, tmp_path, change, flag):
-    base = [
-        "--data-root",
-        str(tiny_synthetic_root),
-        "--out",
-        str(tmp_path / "r"),
-        "--arch",
-        "v2",
-        "--width",
-        "0.25",
-        "--resolution",
-        "48",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--workers",
-        "0",
-        "--classes",
-        "1-3",
-    ]
+    base = tiny_train_args(tiny_synthetic_root, tmp_path / "r", "--epochs", "1", "--classes", "1-3")
     train.main(base)
     changed = list(base)
     for i in range(0, len(change), 2):

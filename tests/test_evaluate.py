@@ -10,7 +10,7 @@ from PIL import Image
 
 import evaluate
 import train
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_train_args
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -27,22 +27,7 @@ PICTURES = {  # file: (width, height) = figure inches x 100 DPI
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, tiny_synthetic_root):
     runs = tmp_path_factory.mktemp("runs")
-    common = [
-        "--data-root",
-        str(tiny_synthetic_root),
-        "--resolution",
-        "48",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--workers",
-        "0",
-        "--lr",
-        "0.05",
-        "--warmup-epochs",
-        "0.5",
-    ]
+    common = tiny_train_args(tiny_synthetic_root, runs / "unused")  # the later --arch, --width, --out win
     train.main([*common, "--arch", "v2", "--width", "0.35", "--out", str(runs / "v2")])
     train.main([*common, "--arch", "v1", "--width", "0.25", "--out", str(runs / "v1")])
     return runs

@@ -15,35 +15,13 @@ import torch
 import train
 from mobilenet import create_model
 from mobilenet.checkpoint import CheckpointError, load_checkpoint
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_train_args
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def tiny_args(root: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--data-root",
-        str(root),
-        "--out",
-        str(out),
-        "--arch",
-        "v2",
-        "--width",
-        "0.25",
-        "--resolution",
-        "48",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--workers",
-        "0",
-        "--lr",
-        "0.05",
-        "--warmup-epochs",
-        "0.5",
-        *extra,
-    ]
+    return tiny_train_args(root, out, *extra)
 
 
 def test_run_writes_its_files_and_checkpoints_rebuild_the_model(tiny_synthetic_root, tmp_path):

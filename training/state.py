@@ -11,13 +11,11 @@ a full disk never leaves half a file behind.
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-from mobilenet.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
+from mobilenet.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint, write_atomically
 from mobilenet.common import MobileNetBase
 from training.config import RunConfig, UsageError, check_resume
 from training.ema import ModelEMA
@@ -38,18 +36,8 @@ METRIC_FIELDS = [
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """`text` to `path` through a temporary file in the same folder and `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """`text` (UTF-8) to `path` through a temporary file and `os.replace`."""
+    write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
 class RunState:
