@@ -46,7 +46,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="a checkpoint written by train.py")
     p.add_argument("--compare", nargs="+", default=None, metavar="CHECKPOINT", help="compare these checkpoints instead")
     p.add_argument("--data-root", default=None, help="CUB root (default: the one the run trained on)")
-    p.add_argument("--split", choices=["train", "test"], default="test", help="which split to evaluate")
+    p.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        default="test",
+        help="which split to evaluate (val: the run's validation images)",
+    )
     p.add_argument(
         "--out", default=None, help="output folder (default: <checkpoint folder>/eval-<split>, or runs/compare)"
     )

@@ -7,7 +7,9 @@
 Defaults are recipes (`training.config.RECIPES`): without `--pretrained` a from-scratch recipe, with it a
 fine-tuning recipe; options left unset take the recipe's value, and `--help` lists them. The options are
 resolved once into a `RunConfig`, saved in `runs/NAME/config.json` and every checkpoint. Each run writes
-`config.json`, `metrics.jsonl`, `metrics.csv`, `last.pt` every epoch and `best.pt` at the best test top-1.
+`config.json`, `metrics.jsonl`, `metrics.csv`, `last.pt` every epoch and `best.pt` at the best top-1 on a
+validation split carved from the training images (`--val-fraction`); the test split is evaluated for the
+curves and decides nothing.
 `--resume` continues a run exactly where it stopped. The structure follows torchvision's reference
 classification script: `get_args_parser`, `train_one_epoch`, `evaluate`, `main`.
 """
@@ -28,7 +30,7 @@ from data.loaders import find_data_root, parse_classes
 from mobilenet import create_model
 from mobilenet.common import NORMALIZATIONS, MobileNetBase
 from mobilenet.pretrained import calibrate_batchnorm, load_pretrained
-from training.config import RECIPE_KEYS, RECIPES, RunConfig, UsageError, resolve_config
+from training.config import RECIPE_KEYS, RECIPES, VAL_FRACTION, RunConfig, UsageError, resolve_config
 from training.data import make_loaders
 from training.ema import ModelEMA
 from training.mixing import mix_batch
@@ -98,6 +100,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="CUB root (default: data/CUB_200_2011 if present, else the built-in generated set)",
     )
     d.add_argument("--crop", choices=["none", "bbox"], default="none", help="crop images to their bounding box")
+    d.add_argument(
+        "--val-fraction",
+        type=float,
+        default=VAL_FRACTION,
+        help="fraction of each class's training images held out to choose best.pt (0: none, best.pt = last epoch)",
+    )
     d.add_argument("--classes", default=None, help="class ids to use, e.g. 1-20 or 1,5,9-12 (default: all)")
     d.add_argument("--workers", type=int, default=2, help="data-loading processes")
     d.add_argument("--cache", action="store_true", help="use (and build if needed) the packed uint8 cache")
@@ -332,9 +340,14 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, *, channels_last: bool = False
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+    *,
+    channels_last: bool = False,
+    split: str = "test",
 ) -> dict:
-    """Loss, top-1 and top-5 over `loader` (each rank its shard, summed over ranks)."""
+    """`{split}_loss`, `{split}_top1` and `{split}_top5` over `loader` (each rank its shard, summed over ranks)."""
     model.eval()
     loss_sum, top1, top5, count = 0.0, 0.0, 0.0, 0.0
     for images, labels in loader:
@@ -348,18 +361,20 @@ def evaluate(
         top5 += (ranked == labels[:, None]).any(1).sum().item()
         count += labels.shape[0]
     loss_sum, top1, top5, count = all_reduce_sum([loss_sum, top1, top5, count], device)
-    return {"test_loss": loss_sum / count, "test_top1": top1 / count, "test_top5": top5 / count}
+    return {f"{split}_loss": loss_sum / count, f"{split}_top1": top1 / count, f"{split}_top5": top5 / count}
 
 
 def epoch_summary(row: dict, epochs: int) -> str:
     line = f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}"
-    if row.get("test_top1") is not None:
-        line += f" | test loss {row['test_loss']:.4f} top-1 {row['test_top1']:.4f} top-5 {row['test_top5']:.4f}"
+    for split in ("val", "test"):
+        if row.get(f"{split}_top1") is not None:
+            line += f" | {split} loss {row[f'{split}_loss']:.4f} top-1 {row[f'{split}_top1']:.4f}"
+            line += f" top-5 {row[f'{split}_top5']:.4f}"
     return line + f" | lr {row['lr']:.2e} | {row['images_per_s']:.1f} img/s, {row['seconds']:.1f}s"
 
 
 def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] | None = None) -> dict:
-    """Train as the command line `argv` says; returns the final epoch's metrics and `best_top1`.
+    """Train as the command line `argv` says; returns the final epoch's metrics and `best_val_top1`.
 
     `on_epoch`, if given, is called on rank 0 after every epoch with the metric rows so far (live curves in a
     notebook).
@@ -416,13 +431,16 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
             "lr": optimizer.param_groups[0]["lr"],
         }
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            row.update(evaluate(ema.module if ema else model, loaders.test, device, channels_last=config.channels_last))
+            evaluated = ema.module if ema else model
+            if loaders.val is not None:  # decides best.pt
+                row.update(evaluate(evaluated, loaders.val, device, channels_last=config.channels_last, split="val"))
+            row.update(evaluate(evaluated, loaders.test, device, channels_last=config.channels_last))  # curves only
         log(epoch_summary(row, config.epochs))
         state.end_epoch(epoch + 1, row, model, optimizer, scheduler, ema, scaler)
         if on_epoch is not None and rank == 0:
             on_epoch(state.rows)
         metrics = row
-    return dict(metrics, best_top1=state.best_top1)
+    return dict(metrics, best_val_top1=state.best_val_top1)
 
 
 def cli() -> None:

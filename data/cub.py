@@ -12,6 +12,7 @@ dataset checks the metadata and that every listed image exists (cheap); decoding
 read. Every error names the file and, for metadata, the line.
 """
 
+import random
 import re
 import warnings
 from collections.abc import Callable, Iterable
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 CROPS = ("none", "bbox")
 
 
@@ -125,12 +126,15 @@ class CUB200(torch.utils.data.Dataset):
 
     Args:
         root: folder holding `images.txt` and `images/`.
-        split: "train" or "test" (the official split).
+        split: "test" (the official test split), "train" (the official training split, less the validation
+            images when `val_fraction` > 0) or "val" (those validation images).
         transform: applied to the uint8 (3, H, W) tensor of the RGB image; None returns the tensor.
         crop: "none", or "bbox" to crop each image to its bounding box grown by `bbox_margin`.
         classes: class ids (as in `classes.txt`) to keep, relabelled 0..k-1 in `classes.txt` order.
         skip_unreadable: on an image that cannot be decoded, warn (with a running count) and return the
             next readable sample instead of raising.
+        val_fraction: the fraction of each class's training images held out as "val" (stratified).
+        val_seed: which images are held out (`carve_validation`).
     """
 
     def __init__(
@@ -143,6 +147,8 @@ class CUB200(torch.utils.data.Dataset):
         *,
         bbox_margin: float = 0.1,
         skip_unreadable: bool = False,
+        val_fraction: float = 0.0,
+        val_seed: int = 0,
     ) -> None:
         root = Path(root)
         if split not in SPLITS:
@@ -153,6 +159,11 @@ class CUB200(torch.utils.data.Dataset):
             raise FileNotFoundError(f"{root}: CUB root folder does not exist")
         self.root, self.split, self.transform, self.crop = root, split, transform, crop
         self.bbox_margin, self.skip_unreadable = bbox_margin, skip_unreadable
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if split == "val" and val_fraction == 0:
+            raise ValueError("split 'val' needs val_fraction > 0 (the validation images are carved from train)")
+        self.val_fraction, self.val_seed = val_fraction, val_seed
         self.unreadable: set[Path] = set()
 
         class_table = _read_table(root / "classes.txt", 1, lambda p: (p[0].strip(),))
@@ -184,7 +195,7 @@ class CUB200(torch.utils.data.Dataset):
             )
 
         samples = []
-        want_train = split == "train"
+        want_train = split != "test"
         for image_id, (rel_path,) in paths.items():
             (class_id,) = labels[image_id]
             if is_train[image_id][0] != want_train or class_id not in label_of:
@@ -193,6 +204,9 @@ class CUB200(torch.utils.data.Dataset):
             if not path.is_file():
                 raise CUBFormatError(f"{root / 'images.txt'}: image {image_id} is listed but missing: {path}")
             samples.append(Sample(image_id, path, label_of[class_id], boxes.get(image_id)))
+        if split != "test" and val_fraction > 0:
+            fit, held_out = carve_validation(samples, val_fraction, val_seed)
+            samples = held_out if split == "val" else fit
         self.samples = samples
 
     @property
@@ -225,6 +239,22 @@ class CUB200(torch.utils.data.Dataset):
                 image = self.transform(image)
             return image, self.samples[i].label
         raise ImageDecodeError(f"no readable image in {self.root} ({self.split})")
+
+
+def carve_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split training samples into (train, val): per class, round(fraction x its count) images (at least one
+    when the class has two or more), chosen by a generator seeded by (seed, the image ids of the class), so the
+    choice does not depend on which other classes are loaded. Both lists keep the original order."""
+    by_class: dict[int, list[Sample]] = {}
+    for sample in samples:
+        by_class.setdefault(sample.label, []).append(sample)
+    held_out: set[int] = set()
+    for members in by_class.values():
+        ids = sorted(s.image_id for s in members)
+        count = min(len(ids) - 1, max(1, round(fraction * len(ids)))) if len(ids) > 1 else 0
+        rng = random.Random(f"{seed}:{ids[0]}:{len(ids)}")
+        held_out.update(rng.sample(ids, count))
+    return [s for s in samples if s.image_id not in held_out], [s for s in samples if s.image_id in held_out]
 
 
 def _zero_or_one(text: str) -> bool:

@@ -98,9 +98,20 @@ def build_dataset(
     cache_size: int = 256,
     workers: int = 2,
     log: Callable[[str], None] = print,
+    val_fraction: float = 0.0,
+    val_seed: int = 0,
 ) -> CUB200 | PackedDataset:
-    """A CUB-layout split with `transform`, read from JPEGs or (with `cache`) from the packed cache."""
-    dataset = CUB200(root, split, transform=None if cache else transform, crop=crop, classes=classes)
+    """A CUB-layout split ("train", "val" or "test") with `transform`, read from JPEGs or (with `cache`) from
+    the packed cache; "val" is carved from the official training split (`data.cub.carve_validation`)."""
+    dataset = CUB200(
+        root,
+        split,
+        transform=None if cache else transform,
+        crop=crop,
+        classes=classes,
+        val_fraction=val_fraction,
+        val_seed=val_seed,
+    )
     if cache:
         return packed_dataset(dataset, transform, size=cache_size, workers=workers, log=log)
     return dataset

@@ -51,6 +51,8 @@ def _cache_paths(dataset: CUB200, size: int, cache_dir: Path) -> tuple[Path, Pat
     key = hashlib.sha256(f"{dataset.root.resolve()}|{dataset.crop}|{dataset.class_ids}".encode()).hexdigest()[:12]
     folder = cache_dir / key
     stem = f"{dataset.split}-{size}"
+    if dataset.split != "test" and dataset.val_fraction > 0:  # the held-out images depend on these two
+        stem = f"{dataset.split}-val{dataset.val_fraction:g}-seed{dataset.val_seed}-{size}"
     return folder / f"{stem}.npy", folder / f"{stem}.json"
 
 
@@ -188,6 +190,8 @@ def packed_dataset(
         classes=dataset.class_ids,
         bbox_margin=dataset.bbox_margin,
         skip_unreadable=dataset.skip_unreadable,
+        val_fraction=dataset.val_fraction,
+        val_seed=dataset.val_seed,
     )
     return PackedDataset(build_cache(source, size, cache_dir, workers), transform)
 

@@ -192,16 +192,33 @@ def plot_gradcam(images: list[np.ndarray], cams: list[np.ndarray], captions: lis
     return _save(fig, path)
 
 
-def plot_pareto(rows: list[dict], x_key: str, x_label: str, path) -> Path:
-    """Top-1 against cost (MACs or latency), each model labelled: the papers' accuracy/cost picture."""
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, accuracy) points that no other point beats on both (lower cost and higher accuracy), by cost."""
+    front: list[tuple[float, float]] = []
+    for cost, accuracy in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or accuracy > front[-1][1]:
+            front.append((cost, accuracy))
+    return front
+
+
+def plot_pareto(rows: list[dict], x_key: str, x_label: str, path, *, chance: float | None = None) -> Path:
+    """Top-1 against cost (MACs, latency or parameters), each model labelled, with each architecture's Pareto
+    front as a step line, on a 0-1 axis (and the chance level when given): the papers' accuracy/cost picture."""
     fig, ax = _subplots(figsize=(8, 6))
     for arch, marker in (("v1", "o"), ("v2", "s")):
         sub = [r for r in rows if r["arch"] == arch]
-        ax.scatter(
+        if not sub:
+            continue
+        dots = ax.scatter(
             [r[x_key] for r in sub], [r["top1"] for r in sub], marker=marker, s=60, label=f"MobileNet{arch.upper()}"
         )
+        front = pareto_front([(r[x_key], r["top1"]) for r in sub])
+        ax.step([c for c, _ in front], [a for _, a in front], where="post", color=dots.get_facecolor()[0], alpha=0.6)
         for r in sub:
             ax.annotate(r["label"], (r[x_key], r["top1"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", label=f"chance ({chance:.0%})")
+    ax.set_ylim(0, 1)
     ax.set_xlabel(x_label)
     ax.set_ylabel("test top-1")
     ax.grid(alpha=0.3)

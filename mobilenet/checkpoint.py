@@ -2,7 +2,7 @@
 
 A training checkpoint (`make_checkpoint`) holds `format_version`, `model` (state_dict), `model_config` (the
 `create_model` arguments), `data_config` (resolution and normalization the weights expect), `class_names`,
-`config` (the run record, `training.config.RunConfig.to_dict()`), `epoch`, `metrics`, `best_top1`, and for
+`config` (the run record, `training.config.RunConfig.to_dict()`), `epoch`, `metrics`, `best_val_top1`, and for
 resuming `optimizer`, `scheduler`, `ema`, `scaler` and `rng`. `load_checkpoint` rebuilds the model from it;
 when the run kept an EMA of the weights, the EMA weights are the ones evaluated during training, so they are
 the ones loaded.
@@ -37,7 +37,7 @@ def make_checkpoint(
     config: dict,
     epoch: int,
     metrics: dict,
-    best_top1: float,
+    best_val_top1: float,
     training: dict | None = None,
 ) -> dict:
     """The checkpoint of `model` after `epoch`; `training` holds the resume state (`optimizer`, `scheduler`,
@@ -51,7 +51,7 @@ def make_checkpoint(
         "config": config,
         "epoch": epoch,
         "metrics": metrics,
-        "best_top1": best_top1,
+        "best_val_top1": best_val_top1,
         **(training or {}),
     }
 

@@ -79,7 +79,7 @@ def test_resume_refuses_a_changed_run_naming_the_flag(tiny_synthetic_root, tmp_p
 
 def test_checkpoint_format_versions(tmp_path):
     model = create_model("v1", width_mult=0.25, num_classes=3)
-    state = make_checkpoint(model, class_names=["a", "b", "c"], config={}, epoch=1, metrics={}, best_top1=0.5)
+    state = make_checkpoint(model, class_names=["a", "b", "c"], config={}, epoch=1, metrics={}, best_val_top1=0.5)
     # A format-1 file (before the run record): no version key, the raw options as config. Still loads.
     old = {k: v for k, v in state.items() if k != "format_version"}
     old["config"] = {"data_root": "/somewhere", "class_ids": [1, 2, 3], "builtin_data": False, "_private": 1}
@@ -105,3 +105,39 @@ def test_progress_in_a_log_file_is_summary_lines_not_bar_frames(monkeypatch):
     monkeypatch.setattr("sys.stderr", stream)
     silent = Progress(range(3), total=3, desc="x", enabled=False)
     assert list(silent) == [0, 1, 2] and stream.getvalue() == ""
+
+
+def test_validation_is_carved_from_train_stratified_seeded_and_disjoint(tiny_synthetic_root):
+    from data.cub import CUB200
+
+    official = CUB200(tiny_synthetic_root, "train")
+    fit = CUB200(tiny_synthetic_root, "train", val_fraction=0.34, val_seed=1)
+    val = CUB200(tiny_synthetic_root, "val", val_fraction=0.34, val_seed=1)
+    ids = lambda d: {s.image_id for s in d.samples}  # noqa: E731
+    assert ids(fit) | ids(val) == ids(official) and not ids(fit) & ids(val)
+    per_class = {c: sum(1 for s in official.samples if s.label == c) for c in range(4)}
+    assert {c: sum(1 for s in val.samples if s.label == c) for c in range(4)} == {
+        c: max(1, round(0.34 * n)) for c, n in per_class.items()
+    }
+    assert ids(CUB200(tiny_synthetic_root, "val", val_fraction=0.34, val_seed=1)) == ids(val)  # seeded
+    # The held-out images of a class do not depend on which other classes are loaded.
+    only_first = CUB200(tiny_synthetic_root, "val", val_fraction=0.34, val_seed=1, classes=[1])
+    assert ids(only_first) == {s.image_id for s in val.samples if s.label == 0}
+    with pytest.raises(ValueError, match="split 'val' needs val_fraction > 0"):
+        CUB200(tiny_synthetic_root, "val")
+
+
+@pytest.mark.parametrize("fraction", ["0.34", "0"])
+def test_best_checkpoint_is_chosen_on_validation_never_on_test(tiny_synthetic_root, tmp_path, fraction):
+    out = tmp_path / "r"
+    train.main(tiny_train_args(tiny_synthetic_root, out, "--epochs", "3", "--val-fraction", fraction))
+    rows = [__import__("json").loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    best_epoch = torch.load(out / "best.pt", weights_only=True)["epoch"]
+    if fraction == "0":
+        assert best_epoch == 3 and not any("val_top1" in r for r in rows)  # no validation: the last epoch
+    else:
+        assert all({"val_top1", "test_top1"} <= set(r) for r in rows)
+        first_best = max(rows, key=lambda r: (r["val_top1"], -r["epoch"]))["epoch"]
+        assert best_epoch == first_best
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert "val_top1" in header and "test_top1" in header

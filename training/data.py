@@ -28,6 +28,7 @@ class ShardSampler(torch.utils.data.Sampler):
 @dataclass
 class Loaders:
     train: torch.utils.data.DataLoader
+    val: torch.utils.data.DataLoader | None  # None with --val-fraction 0
     test: torch.utils.data.DataLoader
     train_set: CUB200 | PackedDataset
     train_sampler: SeededSampler
@@ -41,7 +42,8 @@ def make_loaders(
     world: int,
     log: Callable[[str], None] = print,
 ) -> Loaders:
-    """The training loader (this rank's shuffled shard, augmented) and the test loader (this rank's shard)."""
+    """The training loader (this rank's shuffled shard, augmented), and the validation and test loaders (this
+    rank's shard, evaluation view)."""
     train_tf = train_transform(
         config.resolution,
         mean=mean,
@@ -65,6 +67,8 @@ def make_loaders(
             cache_size=cache_size,
             workers=config.workers,
             log=log,
+            val_fraction=config.val_fraction,
+            val_seed=config.seed,
         )
 
     train_set, test_set = split("train", train_tf), split("test", test_tf)
@@ -84,11 +88,15 @@ def make_loaders(
         drop_last=len(train_set) // world >= 2 * config.batch_size,
         persistent_workers=config.workers > 0,
     )
-    test = torch.utils.data.DataLoader(
-        test_set,
-        batch_size=max(config.batch_size, 64),
-        sampler=ShardSampler(len(test_set), rank, world),
-        num_workers=config.workers,
-        persistent_workers=config.workers > 0,
-    )
-    return Loaders(train=train, test=test, train_set=train_set, train_sampler=train_sampler)
+
+    def evaluation(dataset: CUB200 | PackedDataset) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=max(config.batch_size, 64),
+            sampler=ShardSampler(len(dataset), rank, world),
+            num_workers=config.workers,
+            persistent_workers=config.workers > 0,
+        )
+
+    val = evaluation(split("val", test_tf)) if config.val_fraction > 0 else None
+    return Loaders(train=train, val=val, test=evaluation(test_set), train_set=train_set, train_sampler=train_sampler)

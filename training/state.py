@@ -26,6 +26,9 @@ METRIC_FIELDS = [
     "step",
     "train_loss",
     "train_acc",
+    "val_loss",
+    "val_top1",
+    "val_top5",
     "test_loss",
     "test_top1",
     "test_top5",
@@ -46,7 +49,7 @@ class RunState:
     def __init__(self, config: RunConfig, class_names: list[str], rank: int) -> None:
         self.config, self.class_names, self.rank = config, class_names, rank
         self.out = Path(config.out)
-        self.start_epoch, self.best_top1 = 0, -1.0
+        self.start_epoch, self.best_val_top1 = 0, -1.0
         self.rows: list[dict] = []
 
     def start(
@@ -72,7 +75,7 @@ class RunState:
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             set_rng_states(state["rng"])
-            self.start_epoch, self.best_top1 = state["epoch"], state.get("best_top1", -1.0)
+            self.start_epoch, self.best_val_top1 = state["epoch"], state.get("best_val_top1", -1.0)
             history = state.get("history") or self._saved_rows()  # format 1 checkpoints keep no history
             self.rows = [row for row in history if row["epoch"] <= self.start_epoch]
             message = f"resumed {path} at epoch {self.start_epoch}"
@@ -106,12 +109,14 @@ class RunState:
         ema: ModelEMA | None,
         scaler: torch.amp.GradScaler | None,
     ) -> None:
-        """Record `row`; on rank 0 write the metric files, `last.pt`, and `best.pt` when top-1 improved."""
+        """Record `row`; on rank 0 write the metric files, `last.pt`, and `best.pt`: the epoch with the best
+        validation top-1, or with no validation split (--val-fraction 0) the last epoch. The test split never
+        decides anything."""
         self.rows.append(row)
-        top1 = row.get("test_top1")
-        improved = top1 is not None and top1 > self.best_top1
+        top1 = row.get("val_top1")
+        improved = top1 > self.best_val_top1 if top1 is not None else self.config.val_fraction == 0
         if top1 is not None and improved:
-            self.best_top1 = float(top1)
+            self.best_val_top1 = float(top1)
         if self.rank != 0:
             return
         self.write_metrics()
@@ -121,7 +126,7 @@ class RunState:
             config=self.config.to_dict(),
             epoch=epoch,
             metrics=row,
-            best_top1=self.best_top1,
+            best_val_top1=self.best_val_top1,
             training={
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),

@@ -1,0 +1,192 @@
+"""The V1-versus-V2 study on cub20, on equal footing: `python -m bench.study` (resumable; about 1.5 h on 2 cores).
+
+Every row is trained by `train.py` itself, on the same data, with the same seed (0) and validation split
+(`--val-fraction` default), and evaluated the same way:
+
+- from Google's ImageNet files (`../shared/weights`): V1 1.0/224 (the embedding-extractor file, no
+  classifier), V1 0.75/192, 0.5/160, 0.25/128 and V2 1.0/224, all with the fine-tuning recipe;
+- from scratch: V1 1.0/224 and V2 1.0/224, with the from-scratch recipe for the same 20 epochs.
+
+For each row: test top-1/top-5 of `best.pt` (chosen on validation), parameters, MACs (fvcore), CPU latency
+of the BN-folded fp32 fast path and of int8 (PT2E, compiled) at batch 1 and 32 (median of interleaved
+rounds), weight bytes fp32/int8, and training seconds (the sum of the epochs' training time). A finished
+row (`RUNS/NAME/row.json`) is not recomputed; an interrupted training resumes from its `last.pt`.
+Writes `bench/studies/v1_vs_v2_cub20.{json,md}` and three plots (top-1 against MACs, latency and
+parameters, with each architecture's Pareto front).
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from data.shared import shared_path
+from data.transforms import eval_transform
+from evaluation.plots import plot_pareto
+from mobilenet import load_checkpoint, optimize_for_inference
+from mobilenet.checkpoint import write_atomically
+from mobilenet.flops import count_macs
+from training.config import RunConfig
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "studies"
+# arch, width, resolution, Google file (None: from scratch)
+ROWS = [
+    ("v1", 1.0, 224, "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"),
+    ("v1", 0.75, 192, "mobilenet_v1_0.75_192_quant.tflite"),
+    ("v1", 0.5, 160, "mobilenet_v1_0.5_160_quant.tflite"),
+    ("v1", 0.25, 128, "mobilenet_v1_0.25_128_quant.tflite"),
+    ("v2", 1.0, 224, "mobilenet_v2_1.0_224_quant.tflite"),
+    ("v1", 1.0, 224, None),
+    ("v2", 1.0, 224, None),
+]
+EPOCHS = 20  # the fine-tuning recipe's; the from-scratch rows train as long
+
+
+def train_row(arch: str, width: float, resolution: int, weights: Path | None, data_root: Path, run: Path) -> None:
+    """`python train.py ...` for one row, resuming when an earlier attempt left a `last.pt`."""
+    args = [sys.executable, str(REPO / "train.py"), "--data-root", str(data_root), "--cache", "--seed", "0"]
+    args += ["--epochs", str(EPOCHS), "--out", str(run), "--no-progress"]
+    if weights is not None:
+        args += ["--pretrained", str(weights)]
+    else:
+        args += ["--arch", arch, "--width", str(width), "--resolution", str(resolution)]
+    if (run / "last.pt").is_file():
+        args.append("--resume")
+    subprocess.run(args, check=True, cwd=REPO)
+
+
+@torch.inference_mode()
+def test_accuracy(model: torch.nn.Module, config: RunConfig, data: dict) -> tuple[float, float, int]:
+    view = eval_transform(data["resolution"], mean=data["mean"], std=data["std"])
+    loader = torch.utils.data.DataLoader(config.dataset("test", view), batch_size=64, num_workers=2)
+    top1 = top5 = count = 0
+    for images, labels in loader:
+        logits = model(images)
+        ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        top1 += int((ranked[:, 0] == labels).sum())
+        top5 += int((ranked == labels[:, None]).any(1).sum())
+        count += len(labels)
+    return top1 / count, top5 / count, count
+
+
+def latencies(variants: dict, resolution: int, rounds: int) -> dict:
+    """Median ms per call of each variant at batch 1 and 32, measured interleaved (A B A B ...) after warm-up."""
+    times: dict[str, list[float]] = {}
+    inputs = {batch: torch.randn(batch, 3, resolution, resolution) for batch in (1, 32)}
+    with torch.inference_mode():
+        for fn in variants.values():  # warm-up: compiled variants compile on their first calls
+            for x in inputs.values():
+                fn(x)
+                fn(x)
+        for _ in range(rounds):
+            for name, fn in variants.items():
+                for batch, x in inputs.items():
+                    start = time.perf_counter()
+                    fn(x)
+                    times.setdefault(f"{name}_batch{batch}", []).append(time.perf_counter() - start)
+    return {key: 1000 * sorted(values)[len(values) // 2] for key, values in times.items()} | {
+        f"{key}_spread": (max(values) - min(values)) / sorted(values)[len(values) // 2] for key, values in times.items()
+    }
+
+
+def measure_row(run: Path, rounds: int) -> dict:
+    from deploy.quantize import compile_for_cpu, quantize_int8, sample_tensors, weight_bytes
+
+    model, info = load_checkpoint(run / "best.pt")
+    config, data = RunConfig.from_dict(info["config"]), info["data_config"]
+    top1, top5, count = test_accuracy(model, config, data)
+    view = eval_transform(data["resolution"], mean=data["mean"], std=data["std"])
+    calibration, _ = sample_tensors(config.dataset("train", view), 64)
+    fast = optimize_for_inference(model, channels_last=True)
+    int8 = quantize_int8(model, list(calibration.split(32)))
+    timed = latencies({"fp32": fast, "int8": compile_for_cpu(int8)}, data["resolution"], rounds)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {
+        "test_images": count,
+        "top1": top1,
+        "top5": top5,
+        "best_epoch": torch.load(run / "best.pt", weights_only=True)["epoch"],
+        "params": sum(p.numel() for p in model.parameters()),
+        "macs": count_macs(model, data["resolution"])[0],
+        "latency_ms": timed["fp32_batch1"],
+        "latency_ms_batch32": timed["fp32_batch32"],
+        "int8_latency_ms": timed["int8_batch1"],
+        "int8_latency_ms_batch32": timed["int8_batch32"],
+        "latency_spread": max(v for k, v in timed.items() if k.endswith("_spread")),
+        "weights_mb": weight_bytes(fast) / 1e6,
+        "int8_weights_mb": weight_bytes(int8) / 1e6,
+        "train_seconds": sum(r["seconds"] for r in rows),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| model | start | top-1 | top-5 | params | MACs | fp32 ms (b1 / b32) | int8 ms (b1 / b32) | "
+        "weights MB (fp32 / int8) | training |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {'ImageNet' if r['pretrained'] else 'scratch'} | {r['top1']:.2%} | {r['top5']:.2%} | "
+            f"{r['params']:,} | {r['macs'] / 1e6:.1f}M | {r['latency_ms']:.1f} / {r['latency_ms_batch32']:.0f} | "
+            f"{r['int8_latency_ms']:.1f} / {r['int8_latency_ms_batch32']:.0f} | "
+            f"{r['weights_mb']:.2f} / {r['int8_weights_mb']:.2f} | {r['train_seconds'] / 60:.1f} min |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_results(rows: list[dict], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomically(out / "v1_vs_v2_cub20.json", lambda f: f.write(json.dumps(rows, indent=2).encode()))
+    command = "python -m bench.study"
+    text = f"# MobileNet V1 versus V2 on cub20 (`{command}`)\n\n" + table(rows)
+    write_atomically(out / "v1_vs_v2_cub20.md", lambda f: f.write(text.encode()))
+    for key, label, name in (
+        ("macs_m", "multiply-adds (millions)", "accuracy_vs_macs.png"),
+        ("latency_ms", "CPU latency, fp32 fast path, batch 1 (ms)", "accuracy_vs_latency.png"),
+        ("params_m", "parameters (millions)", "accuracy_vs_params.png"),
+    ):
+        plot_pareto(rows, key, label, out / name, chance=1 / 20)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description="The V1-versus-V2 study on cub20 (resumable).")
+    p.add_argument("--data-root", default=None, help="cub20 root (default: ../shared/data/cub20/CUB_200_2011)")
+    p.add_argument("--weights", default=None, help="folder of Google's .tflite files (default: ../shared/weights)")
+    p.add_argument("--runs", default=str(REPO / "runs" / "study"), help="run folders (default: runs/study)")
+    p.add_argument("--out", default=str(OUT), help=f"result folder (default: {OUT.relative_to(REPO)})")
+    p.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds (default: 20)")
+    args = p.parse_args(argv)
+    data_root = Path(args.data_root) if args.data_root else shared_path("data", "cub20", "CUB_200_2011")
+    weights = Path(args.weights) if args.weights else shared_path("weights")
+    if data_root is None or weights is None:
+        sys.exit("bench.study: error: cub20 or Google's weights not found: give --data-root and --weights")
+    rows = []
+    for arch, width, resolution, file in ROWS:
+        name = f"{arch}-{width:g}-{resolution}-{'imagenet' if file else 'scratch'}"
+        run = Path(args.runs) / name
+        done = run / "row.json"
+        if not done.is_file():
+            train_row(arch, width, resolution, weights / file if file else None, data_root, run)
+            row = dict(arch=arch, width=width, resolution=resolution, pretrained=file is not None, name=name)
+            row.update(
+                measure_row(run, args.rounds),
+                label=f"{arch.upper()} {width:g}/{resolution}" + ("" if file else " scratch"),
+            )
+            row.update(macs_m=row["macs"] / 1e6, params_m=row["params"] / 1e6, source=file or "scratch")
+            write_atomically(done, lambda f, row=row: f.write(json.dumps(row, indent=2).encode()))
+        rows.append(json.loads(done.read_text()))
+        print(f"{name}: top-1 {rows[-1]['top1']:.2%}", flush=True)
+    write_results(rows, Path(args.out))
+    print(table(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
