@@ -27,7 +27,7 @@ from evaluation import plots
 from evaluation.gradcam import grad_cam
 from evaluation.metrics import classification_metrics
 from evaluation.timing import median_seconds
-from mobilenet.checkpoint import CheckpointError, load_checkpoint
+from mobilenet.checkpoint import CheckpointError, load_checkpoint, refuse_overwrite, write_atomically
 from mobilenet.flops import count_macs
 from training.config import RunConfig
 from training.runtime import select_device, tune_malloc
@@ -67,6 +67,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradcam", type=int, default=8, help="test images to show Grad-CAM on")
     p.add_argument("--latency-rounds", type=int, default=10, help="timed rounds for images/s and latency (median)")
     p.add_argument("--no-plots", action="store_true", help="metrics only")
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
     return p
 
 
@@ -143,7 +144,7 @@ def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, out: Path | N
     if out is None:
         return metrics
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    write_atomically(out / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2).encode()))
     if not args.no_plots:
         write_pictures(
             model, dataset, logits, labels, metrics, info, normalize, device, Path(checkpoint).parent, out, args
@@ -255,10 +256,13 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
     args = get_args_parser().parse_args(argv)
     tune_malloc()
     if args.compare:
-        return compare(args, Path(args.out or "runs/compare"))
+        out = Path(args.out or "runs/compare")
+        refuse_overwrite(out, args.force)
+        return compare(args, out)
     if not args.checkpoint:
         raise UsageError("give --checkpoint PATH or --compare PATH PATH ...")
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}"
+    refuse_overwrite(out, args.force)
     metrics = evaluate_checkpoint(args, args.checkpoint, out)
     print(format_report(metrics))
     print(f"wrote {out}/metrics.json and pictures")
@@ -268,5 +272,5 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
 if __name__ == "__main__":
     try:
         main()
-    except (UsageError, FileNotFoundError, CheckpointError, CUBFormatError) as e:
+    except (UsageError, FileNotFoundError, FileExistsError, CheckpointError, CUBFormatError) as e:
         sys.exit(f"evaluate.py: error: {e}")

@@ -21,7 +21,7 @@ from deploy.images import ImageRejected, NoImagesFound, find_images, read_image_
 from deploy.predictor import export_metadata, preprocessor
 from deploy.requirements import MissingDependency, require
 from mobilenet import load_checkpoint, optimize_for_inference
-from mobilenet.checkpoint import CheckpointError
+from mobilenet.checkpoint import CheckpointError, refuse_overwrite
 from training.config import RunConfig
 
 SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}
@@ -40,6 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="image files, or folders searched with their sub-folders, to verify on (default: the run's test split)",
     )
     p.add_argument("--verify-count", type=int, default=32, help="images to verify on (default: 32)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest |logit difference| allowed (default: 1e-4)")
     return p
 
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     metadata["source_checkpoint"] = str(args.checkpoint)
     inference_model = optimize_for_inference(model, channels_last=False)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(SUFFIXES[args.format])
+    refuse_overwrite(out, args.force)
     images, source = verification_images(args, info, metadata)
     export = export_onnx if args.format == "onnx" else export_executorch
     report = export(inference_model, metadata, out, images, tolerance=args.tolerance)
@@ -98,5 +100,5 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, CheckpointError, NoImagesFound, ExportMismatch, MissingDependency) as e:
+    except (FileNotFoundError, FileExistsError, CheckpointError, NoImagesFound, ExportMismatch, MissingDependency) as e:
         sys.exit(f"export.py: error: {e}")

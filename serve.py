@@ -6,11 +6,15 @@
 - `GET /`: a page where a person uploads a photo and sees the species and confidences.
 
 Bad input gets a 4xx JSON `{"detail": message}`, never a crash: an empty or missing upload (400), a
-non-image (415), a truncated image (400), a body over `--max-bytes` (413, checked while the upload streams
-in) or an image over `--max-pixels` (413, checked from the header before decoding). FastAPI + uvicorn.
+file that is not one of the accepted photo formats (415), a truncated image (400), a body over `--max-bytes`
+(413, counted while it streams in, with or without Content-Length), an image over `--max-pixels` or with an
+aspect ratio over 16:1 (413, from the header before decoding). At most `--max-concurrent` uploads are decoded
+and classified at a time; the others wait. Answers name the model (architecture, size, file name), never the
+server's paths. FastAPI + uvicorn, bound to 127.0.0.1 unless `--host` says otherwise.
 """
 
 import argparse
+import asyncio
 import html
 import sys
 import time
@@ -77,10 +81,21 @@ form.addEventListener("submit", async (event) => {{
 """
 
 
-def create_app(predictor: Predictor, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> FastAPI:
+MAX_CONCURRENT = 4  # decodes + forward passes at a time: bounds the memory a burst of uploads can take
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers around the file
+
+
+def create_app(
+    predictor: Predictor,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    max_concurrent: int = MAX_CONCURRENT,
+) -> FastAPI:
     """The service around `predictor`; limits are per app (no global state)."""
     app = FastAPI(title="Fine-grained MobileNet", docs_url="/docs")
-    page = PAGE.format(model=html.escape(predictor.source), classes=len(predictor.class_names))
+    working = asyncio.Semaphore(max_concurrent)
+    page = PAGE.format(model=html.escape(predictor.name), classes=len(predictor.class_names))
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
@@ -88,29 +103,38 @@ def create_app(predictor: Predictor, *, max_bytes: int = MAX_BYTES, max_pixels: 
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": predictor.source, "classes": len(predictor.class_names)}
+        return {"status": "ok", "model": predictor.name, "classes": len(predictor.class_names)}
 
     @app.post("/predict")
     async def predict(request: Request, k: int = 5) -> JSONResponse:
         if k < 1:
             raise HTTPException(400, f"k must be at least 1, got {k}")
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes + FORM_OVERHEAD:
             raise HTTPException(413, f"request body of {int(declared):,} bytes is over the {max_bytes:,}-byte limit")
+        body = bytearray()
+        async for chunk in request.stream():  # counted as it arrives: a chunked body has no Content-Length
+            body += chunk
+            if len(body) > max_bytes + FORM_OVERHEAD:
+                raise HTTPException(413, f"request body is over the {max_bytes:,}-byte limit (stopped reading)")
+        request._body = bytes(body)  # what request.form() parses instead of reading the stream again
         async with request.form(max_files=1, max_fields=4, max_part_size=max_bytes + 1) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise HTTPException(400, "no image: send the photo in a multipart form field named 'file'")
             data = await upload.read(max_bytes + 1)
             name = upload.filename or "upload"
-        try:
-            image = await run_in_threadpool(decode_image, data, max_bytes=max_bytes, max_pixels=max_pixels, name=name)
-        except ImageRejected as e:
-            raise HTTPException(e.status, str(e)) from None
-        start = time.perf_counter()
-        top = (await run_in_threadpool(predictor.predict, [image], k))[0]
+        async with working:
+            try:
+                image = await run_in_threadpool(
+                    decode_image, data, max_bytes=max_bytes, max_pixels=max_pixels, name=name
+                )
+            except ImageRejected as e:
+                raise HTTPException(e.status, str(e)) from None
+            start = time.perf_counter()
+            top = (await run_in_threadpool(predictor.predict, [image], k))[0]
         milliseconds = (time.perf_counter() - start) * 1000
-        return JSONResponse({"top": top, "model": predictor.source, "milliseconds": round(milliseconds, 2)})
+        return JSONResponse({"top": top, "model": predictor.name, "milliseconds": round(milliseconds, 2)})
 
     return app
 
@@ -124,6 +148,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-pixels", type=int, default=MAX_PIXELS, help=f"largest image in pixels (default: {MAX_PIXELS})"
     )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=MAX_CONCURRENT,
+        help=f"uploads decoded at a time (default: {MAX_CONCURRENT})",
+    )
     return p
 
 
@@ -132,7 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     args = get_args_parser().parse_args(argv)
-    app = create_app(Predictor.load(args.checkpoint), max_bytes=args.max_bytes, max_pixels=args.max_pixels)
+    predictor = Predictor.load(args.checkpoint)
+    app = create_app(
+        predictor, max_bytes=args.max_bytes, max_pixels=args.max_pixels, max_concurrent=args.max_concurrent
+    )
     uvicorn.run(app, host=args.host, port=args.port)
 
 

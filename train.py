@@ -25,11 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.cub import CUB200
+from data.cub import CUB200, CUBFormatError
 from data.loaders import find_data_root, parse_classes
 from mobilenet import create_model
+from mobilenet.checkpoint import CheckpointError
 from mobilenet.common import NORMALIZATIONS, MobileNetBase
 from mobilenet.pretrained import calibrate_batchnorm, load_pretrained
+from mobilenet.tflite import TFLiteImportError
 from training.config import RECIPE_KEYS, RECIPES, VAL_FRACTION, RunConfig, UsageError, resolve_config
 from training.data import make_loaders
 from training.ema import ModelEMA
@@ -162,6 +164,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="continue from a checkpoint (default with no value: OUT/last.pt)",
     )
+    r.add_argument("--force", action="store_true", help="start over in an --out folder that holds a run")
     r.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (and always after the last)")
     r.add_argument(
         "--config",
@@ -397,7 +400,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
     state = RunState(config, class_names, rank)
     extra = dict(model_config=model.config, data_config=model.data_config, world_size=world)
-    log(state.start(flags.resume, model, optimizer, scheduler, ema, scaler, extra))
+    log(state.start(flags.resume, model, optimizer, scheduler, ema, scaler, extra, force=flags.force))
     log(
         f"training {config.arch} width {config.width:g} at {config.resolution}px on {len(loaders.train_set)} images "
         f"x {config.epochs} epochs, {len(class_names)} classes, {world} process(es) on {device}"
@@ -446,7 +449,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
 def cli() -> None:
     try:
         main()
-    except UsageError as e:
+    except (UsageError, TFLiteImportError, CheckpointError, CUBFormatError, FileNotFoundError, FileExistsError) as e:
         sys.exit(f"train.py: error: {e}")
     finally:
         close_distributed()

@@ -12,6 +12,7 @@ dataset checks the metadata and that every listed image exists (cheap); decoding
 read. Every error names the file and, for metadata, the line.
 """
 
+import math
 import random
 import re
 import warnings
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 SPLITS = ("train", "val", "test")
 CROPS = ("none", "bbox")
@@ -50,6 +51,12 @@ def readable_class_name(folder_name: str) -> str:
     return name.replace("_", " ")
 
 
+def _shorten(line: str, limit: int = 120) -> str:
+    """A metadata line as it goes into an error message: stripped, and cut to `limit` characters."""
+    line = line.strip()
+    return repr(line) if len(line) <= limit else repr(line[:limit]) + f"... ({len(line):,} characters)"
+
+
 def _read_table(path: Path, n_fields: int, convert: Callable[[list[str]], tuple]) -> dict[int, tuple]:
     """Read `<id> <fields...>` lines into {id: converted fields}; errors name the file and line."""
     if not path.is_file():
@@ -61,12 +68,12 @@ def _read_table(path: Path, n_fields: int, convert: Callable[[list[str]], tuple]
                 continue
             parts = line.split(maxsplit=n_fields)
             if len(parts) != n_fields + 1:
-                raise CUBFormatError(f"{path}:{lineno}: expected {n_fields + 1} fields, got {line.strip()!r}")
+                raise CUBFormatError(f"{path}:{lineno}: expected {n_fields + 1} fields, got {_shorten(line)}")
             try:
                 key = int(parts[0])
                 value = convert(parts[1:])
             except ValueError as e:
-                raise CUBFormatError(f"{path}:{lineno}: malformed line {line.strip()!r} ({e})") from None
+                raise CUBFormatError(f"{path}:{lineno}: malformed line {_shorten(line)} ({_shorten(str(e))})") from None
             if key in table:
                 raise CUBFormatError(f"{path}:{lineno}: duplicate id {key}")
             table[key] = value
@@ -84,7 +91,14 @@ def _check_same_ids(reference: dict, reference_path: Path, other: dict, other_pa
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """`img` (decoded) as RGB, whatever its mode (L, CMYK, P, RGBA: transparency goes on white)."""
+    """`img` (decoded) as upright RGB, whatever its mode: the EXIF orientation applied (a phone photo the
+    right way up), 16- and 32-bit greys scaled to 8 bits (not clipped), transparency put on white."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey: 0..65535 -> 0..255
+        return Image.fromarray((np.asarray(img, dtype=np.uint32) // 257).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "I":  # 32-bit integer grey, as PIL decodes 16-bit PNGs: scale its 16-bit range
+        pixels = np.asarray(img, dtype=np.int64).clip(0, 65535)
+        return Image.fromarray((pixels // 257).astype(np.uint8), "L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -186,7 +200,14 @@ class CUB200(torch.utils.data.Dataset):
         _check_same_ids(paths, root / "images.txt", is_train, root / "train_test_split.txt")
         boxes: dict[int, tuple] = {}
         if crop == "bbox" or (root / "bounding_boxes.txt").exists():
-            boxes = _read_table(root / "bounding_boxes.txt", 4, lambda p: tuple(float(v) for v in p))
+            boxes = _read_table(root / "bounding_boxes.txt", 4, _finite_box)
+            odd = [i for i, (x, y, w, h) in boxes.items() if w <= 0 or h <= 0 or x < 0 or y < 0]
+            if odd:
+                warnings.warn(
+                    f"{root / 'bounding_boxes.txt'}: {len(odd)} box(es) of zero or negative size or starting outside "
+                    f"the image (image ids {odd[:5]}): a bbox crop uses the whole image for them",
+                    stacklevel=2,
+                )
             _check_same_ids(paths, root / "images.txt", boxes, root / "bounding_boxes.txt")
         unknown_classes = sorted({c for (c,) in labels.values()} - set(class_table))
         if unknown_classes:
@@ -195,12 +216,17 @@ class CUB200(torch.utils.data.Dataset):
             )
 
         samples = []
+        images_folder = (root / "images").resolve()
         want_train = split != "test"
         for image_id, (rel_path,) in paths.items():
             (class_id,) = labels[image_id]
             if is_train[image_id][0] != want_train or class_id not in label_of:
                 continue
             path = root / "images" / rel_path
+            if not path.resolve().is_relative_to(images_folder):
+                raise CUBFormatError(
+                    f"{root / 'images.txt'}: image {image_id} path {_shorten(rel_path)} leads outside {root / 'images'}"
+                )
             if not path.is_file():
                 raise CUBFormatError(f"{root / 'images.txt'}: image {image_id} is listed but missing: {path}")
             samples.append(Sample(image_id, path, label_of[class_id], boxes.get(image_id)))
@@ -225,6 +251,9 @@ class CUB200(torch.utils.data.Dataset):
         return img
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not -len(self.samples) <= index < len(self.samples):  # so that `for x in dataset` ends
+            raise IndexError(f"index {index} out of range for {len(self.samples)} samples")
+        index %= len(self.samples)
         for offset in range(len(self.samples)):
             i = (index + offset) % len(self.samples)
             try:
@@ -255,6 +284,13 @@ def carve_validation(samples: list[Sample], fraction: float, seed: int) -> tuple
         rng = random.Random(f"{seed}:{ids[0]}:{len(ids)}")
         held_out.update(rng.sample(ids, count))
     return [s for s in samples if s.image_id not in held_out], [s for s in samples if s.image_id in held_out]
+
+
+def _finite_box(fields: list[str]) -> tuple[float, float, float, float]:
+    x, y, w, h = (float(v) for v in fields)
+    if not all(map(math.isfinite, (x, y, w, h))):
+        raise ValueError("box values must be finite numbers")
+    return x, y, w, h
 
 
 def _zero_or_one(text: str) -> bool:

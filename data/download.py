@@ -9,7 +9,9 @@ paths, `..`, links pointing outside, device files). A DEST that already holds th
 import argparse
 import hashlib
 import os
+import shutil
 import tarfile
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -67,29 +69,63 @@ def fetch(url: str, target: Path, *, timeout: float = 60.0) -> Path:
     return target
 
 
-def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
+# CUB-200-2011's tarball holds about 12,000 files and 1.2 GB: the caps leave room and stop a tar bomb.
+MAX_MEMBERS = 100_000
+MAX_TOTAL_BYTES = 8 << 30
+
+
+def _check_member(member: tarfile.TarInfo, links: set[str]) -> None:
+    """Refuse a member that could write outside the destination: an absolute or `..` path, a path through a
+    link the archive itself declares (a link chain), a link whose target leaves the destination, a device."""
     name = member.name
-    target = (dest / name).resolve()
-    if os.path.isabs(name) or ".." in Path(name).parts or not target.is_relative_to(dest):
-        raise UnsafeArchiveError(f"refusing to extract {name!r}: it would land outside {dest}")
+    parts = Path(name).parts
+    if os.path.isabs(name) or ".." in parts:
+        raise UnsafeArchiveError(f"refusing to extract {name!r}: it would land outside the destination")
+    for i in range(1, len(parts)):
+        if "/".join(parts[:i]) in links:
+            raise UnsafeArchiveError(
+                f"refusing to extract {name!r}: its path goes through the link {'/'.join(parts[:i])!r}"
+            )
     if member.issym() or member.islnk():
-        link_base = target.parent if member.issym() else dest
-        link_target = (link_base / member.linkname).resolve()
-        if os.path.isabs(member.linkname) or not link_target.is_relative_to(dest):
-            raise UnsafeArchiveError(f"refusing to extract {name!r}: link to {member.linkname!r} points outside {dest}")
-    if member.isdev():
-        raise UnsafeArchiveError(f"refusing to extract {name!r}: device files are not allowed")
+        base = Path(*parts[:-1]) if member.issym() else Path()
+        target = os.path.normpath(base / member.linkname)
+        if os.path.isabs(member.linkname) or target == ".." or target.startswith("../"):
+            raise UnsafeArchiveError(f"refusing to extract {name!r}: link to {member.linkname!r} points outside")
+        if member.issym():
+            links.add("/".join(parts))
+    if member.isdev() or member.isfifo():
+        raise UnsafeArchiveError(f"refusing to extract {name!r}: device files and FIFOs are not allowed")
 
 
 def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract `archive` into `dest` after checking every member stays inside it."""
+    """Extract `archive` into `dest` after checking every member (paths, links, count and total size).
+
+    Everything is extracted into a temporary folder inside `dest` and moved into place only when all of it
+    succeeded: a refused or failing archive leaves nothing behind."""
     dest = dest.resolve()
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        for member in members:
-            _check_member(member, dest)
-        tar.extractall(dest, members=members, filter="data")
+        members: list[tarfile.TarInfo] = []
+        links: set[str] = set()
+        total = 0
+        for member in tar:
+            members.append(member)
+            if len(members) > MAX_MEMBERS:
+                raise UnsafeArchiveError(f"{archive}: more than {MAX_MEMBERS:,} members (a tar bomb?)")
+            total += max(member.size, 0)
+            if total > MAX_TOTAL_BYTES:
+                raise UnsafeArchiveError(f"{archive}: more than {MAX_TOTAL_BYTES:,} bytes uncompressed (a tar bomb?)")
+            _check_member(member, links)
+        staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+        try:
+            tar.extractall(staging, members=members, filter="data")
+            for entry in staging.iterdir():
+                if (dest / entry.name).exists():
+                    raise UnsafeArchiveError(f"refusing to extract over the existing {dest / entry.name}")
+            for entry in staging.iterdir():
+                os.replace(entry, dest / entry.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def download_cub(url: str = CUB_URL, dest: str | Path = "data", md5: str | None = CUB_MD5) -> Path:

@@ -19,6 +19,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,12 +96,25 @@ def build_cache(dataset: CUB200, size: int = 256, cache_dir: str | Path = DEFAUL
         raise ValueError("build_cache needs a dataset without transform")
     array_path, index_path = _cache_paths(dataset, size, Path(cache_dir))
     array_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_array = array_path.with_suffix(".npy.tmp")
+    # Temporary names of this process only (two builders never share one), removed if the build fails.
+    tmp_array = array_path.with_name(f".{array_path.stem}.{os.getpid()}.tmp.npy")
+    try:
+        return _pack(dataset, size, workers, tmp_array, array_path, index_path)
+    finally:
+        for leftover in (tmp_array, tmp_array.with_suffix(".kept.npy")):
+            leftover.unlink(missing_ok=True)
+
+
+def _unbatched(item: Any) -> Any:
+    return item  # a module-level function, not a lambda: DataLoader workers started with spawn pickle it
+
+
+def _pack(dataset: CUB200, size: int, workers: int, tmp_array: Path, array_path: Path, index_path: Path) -> Path:
     array = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=np.uint8, shape=(len(dataset), size, size, 3))
     keep = np.ones(len(dataset), dtype=bool)
     boxes: list = [None] * len(dataset)
     loader = torch.utils.data.DataLoader(
-        _PackSource(dataset, size), batch_size=None, num_workers=workers, collate_fn=lambda x: x
+        _PackSource(dataset, size), batch_size=None, num_workers=workers, collate_fn=_unbatched
     )
     for index, pixels, box in loader:
         if pixels is None:
@@ -115,9 +129,9 @@ def build_cache(dataset: CUB200, size: int = 256, cache_dir: str | Path = DEFAUL
     del array
     if not keep.all():  # drop unreadable rows
         full = np.load(tmp_array, mmap_mode="r")
-        np.save(tmp_array.with_suffix(".tmp2.npy"), full[keep])
+        np.save(tmp_array.with_suffix(".kept.npy"), full[keep])
         del full
-        os.replace(tmp_array.with_suffix(".tmp2.npy"), tmp_array)
+        os.replace(tmp_array.with_suffix(".kept.npy"), tmp_array)
     kept = [i for i in range(len(dataset)) if keep[i]]
     index = {
         "signature": _signature(dataset, size),
@@ -127,7 +141,7 @@ def build_cache(dataset: CUB200, size: int = 256, cache_dir: str | Path = DEFAUL
         "paths": [str(dataset.samples[i].path) for i in kept],
     }
     os.replace(tmp_array, array_path)
-    tmp_index = index_path.with_suffix(".json.tmp")
+    tmp_index = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
     tmp_index.write_text(json.dumps(index), encoding="utf-8")
     os.replace(tmp_index, index_path)
     return index_path
@@ -174,7 +188,24 @@ def packed_dataset(
     workers: int = 2,
     log: Callable[[str], None] = print,
 ) -> PackedDataset:
-    """The packed cache of `dataset` (built or rebuilt when missing or stale), with `transform`."""
+    """The packed cache of `dataset` (built or rebuilt when missing or stale), with `transform`.
+
+    Under torchrun, rank 0 checks and builds while the other ranks wait at a barrier, then all open it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_rank() == 0:
+            packed = _open_or_build(dataset, transform, size, Path(cache_dir), workers, log)
+        dist.barrier()
+        if dist.get_rank() != 0:
+            packed = PackedDataset(_cache_paths(dataset, size, Path(cache_dir))[1], transform)
+        return packed
+    return _open_or_build(dataset, transform, size, Path(cache_dir), workers, log)
+
+
+def _open_or_build(
+    dataset: CUB200, transform: Callable | None, size: int, cache_dir: Path, workers: int, log: Callable[[str], None]
+) -> PackedDataset:
     _, index_path = _cache_paths(dataset, size, Path(cache_dir))
     if index_path.exists():
         stored = json.loads(index_path.read_text(encoding="utf-8"))["signature"]

@@ -1,8 +1,12 @@
 """Decoding untrusted image bytes: every failure is an `ImageRejected` with an HTTP status and a clear message.
 
-Checks, cheapest first: empty input, byte size, that PIL recognises a format, the pixel count from the
-header alone (before any pixel is decoded, so a decompression bomb costs nothing), then the full decode
-(truncated files fail here). Limits are arguments, not PIL's process-wide `MAX_IMAGE_PIXELS`.
+Checks, cheapest first: empty input, byte size, that the format is one of the photo formats we allow (no
+EPS, which Pillow would hand to Ghostscript, nor any other of Pillow's exotic readers), the pixel count and
+the aspect ratio from the header alone (before any pixel is decoded, so a decompression bomb or a 1 x 20000
+strip that the evaluation view would blow up to 256 x 5 million costs nothing), then the full decode
+(truncated files fail here). The decoded image is upright RGB (`data.cub.to_rgb`: EXIF orientation applied,
+16-bit greys scaled, not clipped), as the dataset loader sees it. Limits are arguments, not PIL's
+process-wide `MAX_IMAGE_PIXELS`.
 """
 
 import io
@@ -17,6 +21,8 @@ from data.cub import to_rgb
 
 MAX_BYTES = 10 * 1024 * 1024  # 10 MB
 MAX_PIXELS = 40_000_000  # 40 megapixels: above any phone photo, far below a decompression bomb
+MAX_ASPECT = 16  # longer side / shorter side: a 32:9 panorama is 3.6; a 1-pixel strip is not a photo
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # a phone's multi-picture JPEG (MPO) opens as JPEG
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -29,23 +35,30 @@ class ImageRejected(ValueError):
 
 
 def decode_image(
-    data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS, name: str = "image"
+    data: bytes,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    max_aspect: float = MAX_ASPECT,
+    name: str = "image",
 ) -> Image.Image:
     """`data` decoded to an RGB PIL image, or `ImageRejected` naming `name` and the reason."""
     if not data:
-        raise ImageRejected(f"{name}: empty upload (0 bytes)", 400)
+        raise ImageRejected(f"{name}: empty (0 bytes)", 400)
     if len(data) > max_bytes:
         raise ImageRejected(f"{name}: {len(data):,} bytes is over the {max_bytes:,}-byte limit", 413)
     try:
         with warnings.catch_warnings():  # our own limit below replaces PIL's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError:  # PIL's hard stop at twice its own limit
         raise ImageRejected(
             f"{name}: the image is over the {max_pixels:,}-pixel limit (a decompression bomb?)", 413
         ) from None
     except UnidentifiedImageError:
-        raise ImageRejected(f"{name}: not an image (no known image format in {len(data):,} bytes)", 415) from None
+        raise ImageRejected(
+            f"{name}: not an image in an accepted format ({', '.join(FORMATS)}) in {len(data):,} bytes", 415
+        ) from None
     except Exception as e:  # a malformed header
         raise ImageRejected(f"{name}: unreadable image header ({e})", 400) from None
     width, height = img.size
@@ -53,6 +66,8 @@ def decode_image(
         raise ImageRejected(
             f"{name}: {width}x{height} = {width * height:,} pixels is over the {max_pixels:,}-pixel limit", 413
         )
+    if width < 1 or height < 1 or max(width, height) > max_aspect * min(width, height):
+        raise ImageRejected(f"{name}: {width}x{height} is not a photo (aspect ratio over {max_aspect:g}:1)", 413)
     try:
         img.load()
         return to_rgb(img)

@@ -55,6 +55,9 @@ class Predictor:
         self.metadata = metadata
         self.class_names: list[str] = metadata["class_names"]
         self.source = source
+        # What the service shows: the model, not the server's paths.
+        arch, width, size = metadata.get("arch", "?"), metadata.get("width_mult", 0), metadata["resolution"]
+        self.name = f"MobileNet{str(arch).upper()} {width:g}/{size} ({Path(source).name})"
         self.preprocess = preprocessor(metadata)  # RGB PIL image -> the model's input (3, R, R) float32
 
     @classmethod

@@ -15,7 +15,6 @@ compiled) against the int8 model, all measured in the same process.
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from data.transforms import eval_transform
 from deploy.requirements import MissingDependency, require
 from evaluation.timing import median_seconds
 from mobilenet import load_checkpoint, optimize_for_inference
-from mobilenet.checkpoint import CheckpointError
+from mobilenet.checkpoint import CheckpointError, refuse_overwrite, write_atomically
 from mobilenet.inference import bake_same_padding
 from training.config import RunConfig
 
@@ -166,19 +165,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--calibration-images", type=int, default=256, help="training images to calibrate on (default: 256)")
     p.add_argument("--rounds", type=int, default=10, help="timed rounds per measurement, median (default: 10)")
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     args = p.parse_args(argv)
     require("torchao", purpose="int8 quantization (PT2E)")
+    if args.json:
+        refuse_overwrite(args.json, args.force)
     result = report(args.checkpoint, args.data_root, calibration_images=args.calibration_images, rounds=args.rounds)
     print(format_report(result))
     if args.json:
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-        os.replace(tmp, args.json)
+        write_atomically(args.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
     return result
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, CheckpointError, MissingDependency) as e:
+    except (FileNotFoundError, FileExistsError, CheckpointError, MissingDependency) as e:
         sys.exit(f"deploy.quantize: error: {e}")

@@ -11,6 +11,7 @@ Format versions: 1 (before the run record; no `format_version` key, `config` hol
 Both load; a newer version is refused with a message naming it.
 """
 
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -72,6 +73,14 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> N
         raise
 
 
+def refuse_overwrite(path: str | Path, force: bool) -> None:
+    """The one rule of every command for outputs that exist: FileExistsError naming it, unless `force`."""
+    path = Path(path)
+    exists = path.is_file() or (path.is_dir() and any(path.iterdir()))
+    if exists and not force:
+        raise FileExistsError(f"{path} already exists: give --force to replace it")
+
+
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """torch.save, written atomically (`write_atomically`)."""
     write_atomically(path, lambda f: torch.save(state, f))
@@ -95,7 +104,71 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path}: checkpoint format version {version!r}; this version of the project reads 1 to {FORMAT_VERSION}"
         )
+    problem = schema_problem(state)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     return state
+
+
+MODEL_CONFIG_KEYS = {"arch", "num_classes", "width_mult", "dropout", "round_nearest", "activation", "padding"}
+MAX_CLASSES = 100_000
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def schema_problem(state: dict) -> str | None:
+    """What is wrong with a checkpoint's fields, checked before anything is built from them (None: nothing).
+
+    A checkpoint is data from anywhere: a wrong type, an unknown key or a class count that disagrees with the
+    weights would otherwise surface later as a raw TypeError, an IndexError at prediction time, or a huge
+    allocation."""
+    config, data, names = state["model_config"], state["data_config"], state["class_names"]
+    if not isinstance(config, dict):
+        return f"field model_config must be a dict, not {type(config).__name__}"
+    unknown = sorted(map(str, set(config) - MODEL_CONFIG_KEYS))
+    if unknown:
+        return f"field model_config has unknown keys {unknown[:5]}"
+    if config.get("arch") not in ("v1", "v2"):
+        return f"field model_config.arch must be 'v1' or 'v2', not {config.get('arch')!r}"
+    if not _is_number(config.get("width_mult")) or not 0 < config["width_mult"] <= 4:
+        return f"field model_config.width_mult must be a number in (0, 4], not {config.get('width_mult')!r}"
+    classes = config.get("num_classes")
+    if not isinstance(classes, int) or isinstance(classes, bool) or not 0 <= classes <= MAX_CLASSES:
+        return f"field model_config.num_classes must be an integer in [0, {MAX_CLASSES:,}], not {classes!r}"
+    if "dropout" in config and (not _is_number(config["dropout"]) or not 0 <= config["dropout"] < 1):
+        return f"field model_config.dropout must be a number in [0, 1), not {config['dropout']!r}"
+    if config.get("activation", "ReLU6") not in ("ReLU", "ReLU6"):
+        return f"field model_config.activation must be 'ReLU' or 'ReLU6', not {config.get('activation')!r}"
+    if config.get("padding", "symmetric") not in ("symmetric", "tf_same"):
+        return f"field model_config.padding must be 'symmetric' or 'tf_same', not {config.get('padding')!r}"
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        return "field class_names must be a list of strings"
+    if len(names) != classes:
+        return f"field class_names has {len(names)} names for a {classes}-way classifier"
+    if not isinstance(state.get("config", {}), dict):
+        return f"field config must be a dict, not {type(state['config']).__name__}"
+    if not isinstance(data, dict):
+        return f"field data_config must be a dict, not {type(data).__name__}"
+    resolution = data.get("resolution")
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or not 16 <= resolution <= 4096:
+        return f"field data_config.resolution must be an integer in [16, 4096], not {resolution!r}"
+    for key in ("mean", "std"):
+        value = data.get(key)
+        if not isinstance(value, list | tuple) or len(value) != 3 or not all(map(_is_number, value)):
+            return f"field data_config.{key} must be 3 numbers, not {value!r}"
+    if not all(_is_number(v) and v > 0 for v in data["std"]):
+        return "field data_config.std must be positive"
+    for key in ("model", *(["ema"] if state.get("ema") is not None else [])):
+        weights = state[key].get("module") if key == "ema" and isinstance(state[key], dict) else state[key]
+        if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+            return f"field {key} must hold a state_dict (tensors by name)"
+    head = state["model"].get("classifier.weight")
+    if classes and (head is None or head.ndim != 2 or head.shape[0] != classes):
+        shape = None if head is None else tuple(head.shape)
+        return f"field model has a classifier of shape {shape} for {classes} classes"
+    return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[MobileNetBase, dict]:

@@ -204,9 +204,15 @@ def load_tflite(path: str | Path, *, num_classes: int | None = None, keep_backgr
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such .tflite file")
     try:
-        graph = _Graph(path)
-    except Exception as e:  # a flatbuffer that does not parse
-        raise TFLiteImportError(f"{path}: not a readable .tflite file ({e})") from None
+        return _build(_Graph(path), path, num_classes, keep_background)
+    except TFLiteImportError:
+        raise
+    except Exception as e:  # a corrupt flatbuffer fails anywhere: struct, index, type or value errors
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise TFLiteImportError(f"{path}: not a readable MobileNet .tflite file ({reason})") from None
+
+
+def _build(graph: _Graph, path: Path, num_classes: int | None, keep_background: bool) -> MobileNetBase:
     layers, has_add = _read_layers(graph)
     if not layers:
         raise TFLiteImportError(f"{path}: no convolution found")

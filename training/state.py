@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from mobilenet.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint, write_atomically
+from mobilenet.checkpoint import make_checkpoint, read_checkpoint, refuse_overwrite, save_checkpoint, write_atomically
 from mobilenet.common import MobileNetBase
 from training.config import RunConfig, UsageError, check_resume
 from training.ema import ModelEMA
@@ -61,8 +61,11 @@ class RunState:
         ema: ModelEMA | None,
         scaler: torch.amp.GradScaler | None,
         extra: dict,
+        *,
+        force: bool = False,
     ) -> str:
-        """Begin (resume None) or resume (a path, or "" for OUT/last.pt); returns a line for the log."""
+        """Begin (resume None) or resume (a path, or "" for OUT/last.pt); returns a line for the log. Beginning
+        in a folder that holds a run is refused unless `force` (`--force`)."""
         if resume is not None:
             path = Path(resume or self.out / "last.pt")
             state = read_checkpoint(path)
@@ -80,6 +83,7 @@ class RunState:
             self.rows = [row for row in history if row["epoch"] <= self.start_epoch]
             message = f"resumed {path} at epoch {self.start_epoch}"
         else:
+            refuse_overwrite(self.out / "config.json", force)
             message = f"writing {self.out}"
         if self.rank == 0:
             record = dict(self.config.to_dict(), class_names=self.class_names, **extra)

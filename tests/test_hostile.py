@@ -1,0 +1,371 @@
+"""The hostile-input suite: every case is answered by a one-line error or a 4xx, never a traceback, and
+nothing is lost. Each case reproduces a finding of the hardening audit (issue #15) that failed before."""
+
+import errno
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import train
+from data.cub import CUB200, CUBFormatError
+from data.download import UnsafeArchiveError, safe_extract
+from deploy.images import ImageRejected, decode_image
+from mobilenet import create_model, load_checkpoint
+from mobilenet.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
+from mobilenet.tflite import TFLiteImportError, load_tflite
+from tests.conftest import REPO, WEIGHTS, jpeg_bytes, requires_deploy, rss_mb, tiny_train_args
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def png(width: int, height: int, mode: str = "RGB", value=0) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), value).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encoded(fmt: str, mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (32, 32), 128 if mode == "L" else (10, 20, 30)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n"
+
+# (bytes, HTTP status, words in the message): every upload a service must refuse.
+HOSTILE_UPLOADS = {
+    "thin 1x4000 PNG": (png(1, 4000), 413, "aspect ratio"),
+    "thin 1x20000 PNG": (png(1, 20000), 413, "aspect ratio"),
+    "wide 4000x1 PNG": (png(4000, 1), 413, "aspect ratio"),
+    "EPS (Ghostscript)": (EPS, 415, "accepted format"),
+    "ICO": (encoded("ICO"), 415, "accepted format"),
+    "TGA": (encoded("TGA"), 415, "accepted format"),
+    "PCX": (encoded("PCX"), 415, "accepted format"),
+    "PPM": (encoded("PPM"), 415, "accepted format"),
+    "SVG text": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', 415, "accepted format"),
+    "empty": (b"", 400, "empty"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_UPLOADS)
+def test_decoder_refuses(name):
+    data, status, words = HOSTILE_UPLOADS[name]
+    with pytest.raises(ImageRejected, match=words) as caught:
+        decode_image(data, name=name)
+    assert caught.value.status == status and "\n" not in str(caught.value)
+
+
+def test_decoder_applies_exif_orientation_and_keeps_16_bit_greys():
+    # A 40x20 photo stored sideways with EXIF orientation 6 ("rotate 90 clockwise to view") is 20x40 upright.
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :20] = (255, 0, 0)  # left half red as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
+    upright = decode_image(buffer.getvalue())
+    assert upright.size == (20, 40)
+    assert upright.getpixel((10, 5))[0] > 200 and upright.getpixel((10, 35))[0] < 60  # red on top after rotation
+    # A 16-bit grey PNG at half scale (32768 of 65535) decodes to mid-grey, not white.
+    grey = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)).save(grey, format="PNG")
+    assert abs(decode_image(grey.getvalue()).getpixel((4, 4))[0] - 127) <= 1
+
+
+@requires_deploy
+def test_service_answers_every_hostile_upload_with_4xx_and_stays_small(server):
+    import httpx
+
+    url, pid = server
+    before = rss_mb(pid)
+    with httpx.Client(timeout=120) as client:
+        for name, (data, status, words) in HOSTILE_UPLOADS.items():
+            response = client.post(url + "/predict", files={"file": ("x.bin", data, "application/octet-stream")})
+            assert response.status_code == status and words in response.json()["detail"], name
+        # A chunked body (no Content-Length) of 40 MiB, written by hand on a raw socket: the server answers 413
+        # once the 10 MB limit is passed, long before the body ends (it used to spool all of it first).
+        sent, status_line = chunked_upload(url, 40 << 20)
+        assert b" 413 " in status_line and sent < 16 << 20, (status_line, sent)
+        # The server names the model, never its own paths.
+        for text in (client.get(url + "/health").text, client.get(url + "/").text):
+            assert str(REPO) not in text and "/tmp" not in text and "best.pt" in text
+        ok = client.post(url + "/predict", files={"file": ("bird.jpg", jpeg_bytes((300, 200)), "image/jpeg")})
+        assert ok.status_code == 200 and "/tmp" not in ok.text
+    growth = rss_mb(pid) - before
+    print(f"service RSS growth over the hostile uploads: {growth:.0f} MB")
+    assert growth < 300
+
+
+def chunked_upload(url: str, total: int) -> tuple[int, bytes]:
+    """POST `total` bytes with Transfer-Encoding: chunked; stop writing as soon as the server answers.
+    Returns (bytes written when the answer came, the answer's status line)."""
+    import select
+    import socket
+
+    port = int(url.rsplit(":", 1)[1])
+    chunk = b"x" * 65536
+    framed = b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        conn.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+        )
+        while sent < total and not select.select([conn], [], [], 0)[0]:
+            try:
+                conn.sendall(framed)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        return sent, conn.recv(65536).split(b"\r\n", 1)[0]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(result: subprocess.CompletedProcess, command: str) -> str:
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith(f"{command}: error:")]
+    assert len(lines) == 1, result.stderr[-2000:]
+    return lines[0]
+
+
+def test_predict_reports_each_bad_file_and_predicts_the_rest(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "good.jpg").write_bytes(jpeg_bytes((80, 60)))
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    os.mkfifo(folder / "pipe.png")
+    (folder / "huge.png").write_bytes(b"\0" * (11 * 1024 * 1024))  # over the 10 MB limit: never read whole
+    (folder / "thin.png").write_bytes(png(1, 5000))
+    result = run_cli("predict.py", str(folder), "--checkpoint", str(tiny_checkpoint), "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    by_name = {os.path.basename(r["image"]): r for r in json.loads(result.stdout)}
+    assert "top" in by_name["good.jpg"]
+    expected = {
+        "empty.jpg": "empty",
+        "dangling.jpg": "dangling link",
+        "pipe.png": "not a regular file",
+        "huge.png": "over the",
+        "thin.png": "aspect ratio",
+    }
+    for name, words in expected.items():
+        assert words in by_name[name]["error"], (name, by_name[name])
+    assert "5 of 6 images could not be read" in result.stderr
+
+
+def hostile_checkpoints(tiny_checkpoint):
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    yield "extra model_config key", dict(state, model_config={**state["model_config"], "evil": 1}), "unknown keys"
+    yield "model_config as a list", dict(state, model_config=[1, 2]), "model_config must be a dict"
+    yield "ema=5", dict(state, ema=5), "field ema must hold a state_dict"
+    yield "data_config a string", dict(state, data_config="x"), "data_config must be a dict"
+    yield "one name for 4 outputs", dict(state, class_names=["only"]), "1 names for a 4-way classifier"
+    big = dict(state["model_config"], num_classes=50000)
+    yield "num_classes 50000", dict(state, model_config=big, class_names=["x"] * 50000), "classifier of shape"
+    yield "NaN mean", dict(state, data_config={**state["data_config"], "mean": [float("nan")] * 3}), "3 numbers"
+    yield "format 7", dict(state, format_version=7), "format version 7"
+
+
+def test_hostile_checkpoints_fail_in_one_line_naming_the_field(tiny_checkpoint, tmp_path):
+    for _name, state, words in hostile_checkpoints(tiny_checkpoint):
+        path = tmp_path / "bad.pt"
+        save_checkpoint(state, path)
+        with pytest.raises(CheckpointError, match=words):
+            load_checkpoint(path)
+    # And through a command: one line, no traceback.
+    result = run_cli("predict.py", str(tmp_path), "--checkpoint", str(path))
+    assert result.returncode != 0 and "format version 7" in one_line_error(result, "predict.py")
+
+
+@pytest.mark.skipif(WEIGHTS is None, reason="Google's checkpoints (../shared) not found")
+def test_corrupt_tflite_files_fail_with_one_error_naming_the_file(tmp_path):
+    original = (WEIGHTS / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()
+    rng = random.Random(0)
+    for i in range(60):
+        data = bytearray(original)
+        if i % 3 == 0:
+            data = data[: rng.randrange(len(data))]  # truncated
+        else:
+            for _ in range(rng.choice([1, 8, 64])):
+                data[rng.randrange(len(data))] = rng.randrange(256)  # flipped bytes anywhere
+        path = tmp_path / f"corrupt{i}.tflite"
+        path.write_bytes(bytes(data))
+        try:
+            load_tflite(path, num_classes=3)
+        except TFLiteImportError as e:
+            assert str(path) in str(e) and "\n" not in str(e)
+
+
+def test_train_reports_a_bad_tflite_and_a_missing_resume_in_one_line(tiny_synthetic_root, tmp_path):
+    (tmp_path / "bad.tflite").write_bytes(b"TFL3" + b"\0" * 100)
+    common = ["train.py", "--data-root", str(tiny_synthetic_root), "--workers", "0", "--epochs", "1"]
+    result = run_cli(*common, "--pretrained", str(tmp_path / "bad.tflite"), "--out", str(tmp_path / "a"))
+    assert result.returncode == 1 and "bad.tflite" in one_line_error(result, "train.py")
+    result = run_cli(*common, "--out", str(tmp_path / "b"), "--resume", str(tmp_path / "missing.pt"))
+    assert result.returncode == 1 and "missing.pt" in one_line_error(result, "train.py")
+
+
+def cub_copy(root, tmp_path):
+    import shutil
+
+    copy = tmp_path / "cub"
+    shutil.copytree(root, copy)
+    return copy
+
+
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ("1 nan 1 2 3", "box values must be finite"),
+        ("1 1 inf 2 3", "box values must be finite"),
+        ("1 " + "9" * 2_000_000, r"characters\)"),  # a 2 MB line is shortened in the message
+    ],
+)
+def test_hostile_boxes_fail_at_open_naming_file_and_line(tiny_synthetic_root, tmp_path, line, words):
+    root = cub_copy(tiny_synthetic_root, tmp_path)
+    lines = (root / "bounding_boxes.txt").read_text().splitlines()
+    (root / "bounding_boxes.txt").write_text("\n".join([line, *lines[1:]]) + "\n")
+    with pytest.raises(CUBFormatError, match=words) as caught:
+        CUB200(root, "train", skip_unreadable=True)
+    assert "bounding_boxes.txt:1:" in str(caught.value) and len(str(caught.value)) < 400
+
+
+def test_images_outside_the_root_and_odd_boxes(tiny_synthetic_root, tmp_path):
+    root = cub_copy(tiny_synthetic_root, tmp_path)
+    lines = (root / "images.txt").read_text().splitlines()
+    (root / "images.txt").write_text("\n".join(["1 ../../../../etc/hostname", *lines[1:]]) + "\n")
+    with pytest.raises(CUBFormatError, match="leads outside"):
+        CUB200(root, "train")
+    root = cub_copy(tiny_synthetic_root, tmp_path / "b")
+    boxes = (root / "bounding_boxes.txt").read_text().splitlines()
+    (root / "bounding_boxes.txt").write_text("\n".join(["1 5 5 -3 -3", "2 -10 0 4 4", *boxes[2:]]) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        CUB200(root, "train", crop="bbox")
+    assert any("2 box(es) of zero or negative size" in str(w.message) for w in caught)
+
+
+def test_iterating_a_dataset_ends(tiny_synthetic_root):
+    dataset = CUB200(tiny_synthetic_root, "test")
+    assert len(list(dataset)) == len(dataset)
+    with pytest.raises(IndexError):
+        dataset[len(dataset)]
+    assert torch.equal(dataset[-1][0], dataset[len(dataset) - 1][0])
+
+
+def test_cache_builder_pickles_for_spawn_and_leaves_no_temporary_file(tiny_synthetic_root, tmp_path):
+    import pickle
+
+    from data.prepare import _unbatched, build_cache
+
+    pickle.dumps(_unbatched)  # a lambda here broke DataLoader workers started with spawn
+    broken = cub_copy(tiny_synthetic_root, tmp_path)
+    dataset = CUB200(broken, "train")
+    dataset.samples[2].path.write_bytes(b"not a jpeg")
+    with pytest.raises(OSError):
+        build_cache(dataset, size=32, cache_dir=tmp_path / "cache", workers=0)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+def test_metrics_survive_a_full_disk_and_a_torn_file(tiny_synthetic_root, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+
+    def keep_epoch_one(rows):
+        if len(rows) == 1:
+            (tmp_path / "epoch1.pt").write_bytes((out / "last.pt").read_bytes())
+
+    train.main(tiny_train_args(tiny_synthetic_root, out), on_epoch=keep_epoch_one)
+    saved = (out / "metrics.jsonl").read_bytes()
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    from training.state import write_atomic
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(out / "metrics.jsonl", "half a row")
+    monkeypatch.undo()
+    assert (out / "metrics.jsonl").read_bytes() == saved  # the old file is intact
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    # A torn metrics file (from an older version) does not stop a resume: rows come from the checkpoint.
+    (out / "metrics.jsonl").write_bytes(saved[: len(saved) // 2])
+    (out / "last.pt").write_bytes((tmp_path / "epoch1.pt").read_bytes())  # as if killed after epoch 1
+    train.main([*tiny_train_args(tiny_synthetic_root, out), "--resume"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0] == json.loads(saved.splitlines()[0])  # epoch 1's row came back from the checkpoint
+
+
+def tar_with(tmp_path, entries) -> str:
+    path = tmp_path / "evil.tgz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, kind, target in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, target
+                tar.addfile(info)
+            else:
+                data = target.encode()
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_tar_link_chains_are_refused_and_leave_nothing(tmp_path):
+    dest = tmp_path / "dest"
+    chain = [("CUB/a", "link", "."), ("CUB/a/b", "link", "../.."), ("CUB/a/b/escaped.txt", "file", "x")]
+    with pytest.raises(UnsafeArchiveError, match="goes through the link"):
+        safe_extract(tar_with(tmp_path, chain), dest)
+    assert not dest.exists() or not any(dest.iterdir())
+    up = [("CUB/ok.txt", "file", "fine"), ("CUB/up", "link", "../../outside")]
+    with pytest.raises(UnsafeArchiveError, match="points outside"):
+        safe_extract(tar_with(tmp_path, up), dest)
+    assert not any(dest.iterdir())
+
+
+def test_tar_member_cap(tmp_path, monkeypatch):
+    import data.download as download
+
+    monkeypatch.setattr(download, "MAX_MEMBERS", 3)
+    files = [(f"CUB/{i}.txt", "file", "x") for i in range(5)]
+    with pytest.raises(UnsafeArchiveError, match="more than 3 members"):
+        safe_extract(tar_with(tmp_path, files), tmp_path / "dest")
+    assert not any((tmp_path / "dest").iterdir())
+
+
+def test_outputs_are_not_replaced_without_force(tiny_checkpoint, tiny_synthetic_root, tmp_path):
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    args = ["evaluate.py", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--workers", "0", "--no-plots"]
+    result = run_cli(*args)
+    assert result.returncode == 1 and "give --force" in one_line_error(result, "evaluate.py")
+    assert (out / "metrics.json").read_text() == "{}"
+    run = tmp_path / "run"
+    train.main(tiny_train_args(tiny_synthetic_root, run, "--epochs", "1"))
+    result = run_cli("train.py", *tiny_train_args(tiny_synthetic_root, run, "--epochs", "1"))
+    assert result.returncode == 1 and "give --force" in one_line_error(result, "train.py")
+
+
+def test_a_class_count_mismatch_is_caught_before_building(tmp_path):
+    model = create_model("v1", width_mult=0.25, num_classes=3)
+    state = make_checkpoint(model, class_names=["a", "b", "c"], config={}, epoch=1, metrics={}, best_val_top1=0.0)
+    state["model_config"] = dict(state["model_config"], num_classes=4)
+    state["class_names"] = ["a", "b", "c", "d"]
+    save_checkpoint(state, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=r"classifier of shape \(3, 256\) for 4 classes"):
+        load_checkpoint(tmp_path / "m.pt")
