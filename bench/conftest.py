@@ -45,5 +45,11 @@ def record(benchmark):
     return _record
 
 
+def verdict(name: str, target: float, measured: float, spread: float | None = None) -> dict:
+    """A timing target as a verdict for the report (target, measured, met or missed), not an assertion: on a
+    busy laptop a target can be missed without anything being wrong. Higher is better."""
+    return {"name": name, "target": target, "measured": measured, "spread": spread, "met": measured >= target}
+
+
 def rounds(default: int, full: int) -> int:
     return full if FULL else default

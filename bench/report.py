@@ -24,68 +24,94 @@ def _median_ms(bench: dict) -> float:
 
 
 def layer_table(benchmarks: list[dict]) -> tuple[list[str], list[dict]]:
-    layers = [b for b in benchmarks if b["extra_info"].get("kind")]
-    by_key = {}
-    for b in layers:
-        e = b["extra_info"]
-        by_key[(e["table"], e["m"], e["n"], e["size"], e["stride"], e["kind"], e["layout"])] = b
+    layers = sorted(
+        (b["extra_info"] for b in benchmarks if b["extra_info"].get("kind") == "layers"),
+        key=lambda e: (e["table"], -e["size"], e["m"]),
+    )
     pairs = []
     lines = [
-        "| table | M -> N | D_F | stride | standard MACs | separable MACs | MAC ratio | standard ms | separable ms | latency ratio | depthwise ms (NCHW / NHWC) | pointwise ms (NCHW / NHWC) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| table | M -> N | D_F | stride | standard MACs | separable MACs | MAC ratio | standard ms | separable ms | "
+        "latency ratio | depthwise ms | pointwise ms | largest spread |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    shapes = sorted({k[:5] for k in by_key}, key=lambda k: (k[0], -k[3], k[1]))
-    for shape in shapes:
-        std, sep = by_key.get((*shape, "standard", "nchw")), by_key.get((*shape, "separable", "nchw"))
-        if not (std and sep):
-            continue
-        dw = [by_key.get((*shape, "depthwise", lay)) for lay in ("nchw", "channels_last")]
-        pw = [by_key.get((*shape, "pointwise", lay)) for lay in ("nchw", "channels_last")]
-        mac_ratio = std["extra_info"]["macs"] / sep["extra_info"]["macs"]
-        latency_ratio = _median_ms(std) / _median_ms(sep)
-        fmt = lambda pair: " / ".join(f"{_median_ms(b):.3f}" if b else "-" for b in pair)  # noqa: E731
+    for e in layers:
+        ms, macs = e["ms"], e["macs"]
+        mac_ratio = macs["standard"] / macs["separable"]
+        latency_ratio = ms["standard_nchw"] / ms["separable_nchw"]
         lines.append(
-            f"| {shape[0]} | {shape[1]} -> {shape[2]} | {shape[3]} | {shape[4]} | {std['extra_info']['macs'] / 1e6:.1f}M | "
-            f"{sep['extra_info']['macs'] / 1e6:.2f}M | {mac_ratio:.1f}x | {_median_ms(std):.3f} | {_median_ms(sep):.3f} | "
-            f"{latency_ratio:.1f}x | {fmt(dw)} | {fmt(pw)} |"
+            f"| {e['table']} | {e['m']} -> {e['n']} | {e['size']} | {e['stride']} | {macs['standard'] / 1e6:.1f}M | "
+            f"{macs['separable'] / 1e6:.2f}M | {mac_ratio:.1f}x | {ms['standard_nchw']:.3f} | {ms['separable_nchw']:.3f} | "
+            f"{latency_ratio:.1f}x | {ms['depthwise_nchw']:.3f} | {ms['pointwise_nchw']:.3f} | {max(e['spread'].values()):.0%} |"
         )
         pairs.append(
             {
-                "label": f"{shape[1]}->{shape[2]}@{shape[3]}",
+                "label": f"{e['m']}->{e['n']}@{e['size']}",
                 "mac_ratio": mac_ratio,
                 "latency_ratio": latency_ratio,
-                "dw_ms": _median_ms(dw[0]) if dw[0] else None,
-                "pw_ms": _median_ms(pw[0]) if pw[0] else None,
+                "spread": max(e["spread"].values()),
             }
         )
     return lines, pairs
 
 
 def model_table(benchmarks: list[dict]) -> tuple[list[str], list[dict]]:
-    models = [b for b in benchmarks if b["extra_info"].get("mode") in ("inference", "train step")]
+    """Inference rows (every width of an architecture timed interleaved) and training-step rows."""
     lines = [
-        "| model | resolution | mode | batch | params | MACs / image | median ms | images/s |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| model | resolution | mode | batch | params | MACs / image | median ms | spread | images/s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     points = []
-    for b in sorted(
-        models,
-        key=lambda b: (
-            b["extra_info"]["mode"],
-            b["extra_info"]["arch"],
-            b["extra_info"]["width"],
-            b["extra_info"]["resolution"],
-            b["extra_info"]["batch"],
-        ),
-    ):
+    for b in benchmarks:
         e = b["extra_info"]
-        ms = _median_ms(b)
+        if e.get("mode") == "inference" and "widths" in e:
+            for w in e["widths"]:
+                points.append({**e, **w, "ms": w["median_s"] * 1000})
+        elif e.get("mode") == "train step":
+            points.append({**e, "ms": _median_ms(b), "spread": None})
+    for p in sorted(points, key=lambda p: (p["mode"], p["arch"], p["width"], p["resolution"], p["batch"])):
+        spread = "-" if p["spread"] is None else f"{p['spread']:.0%}"
         lines.append(
-            f"| {e['arch']} {e['width']:g} | {e['resolution']} | {e['mode']} | {e['batch']} | {e['params']:,} | "
-            f"{e['macs'] / 1e6:.1f}M | {ms:.1f} | {e['batch'] / ms * 1000:.1f} |"
+            f"| {p['arch']} {p['width']:g} | {p['resolution']} | {p['mode']} | {p['batch']} | {p['params']:,} | "
+            f"{p['macs'] / 1e6:.1f}M | {p['ms']:.1f} | {spread} | {p['batch'] / p['ms'] * 1000:.1f} |"
         )
-        points.append({**e, "ms": ms})
     return lines, points
+
+
+def anomalies(points: list[dict], layer_pairs: list[dict], verdicts: list[dict]) -> list[str]:
+    """What a reader should not trust without a second run: latency falling as the width grows at a fixed
+    architecture, resolution and batch, and any measurement whose spread is over 25% of its median."""
+    found = []
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        if p["mode"] == "inference":
+            groups.setdefault((p["arch"], p["resolution"], p["batch"]), []).append(p)
+    for (arch, resolution, batch), group in sorted(groups.items()):
+        group.sort(key=lambda p: p["width"])
+        for small, large in zip(group, group[1:]):
+            if large["ms"] < small["ms"]:
+                found.append(
+                    f"- not monotonic in width: {arch} {large['width']:g} ({large['ms']:.1f} ms) is faster than "
+                    f"{arch} {small['width']:g} ({small['ms']:.1f} ms) at {resolution} px, batch {batch}"
+                )
+    for p in points:
+        if p.get("spread") is not None and p["spread"] > 0.25:
+            found.append(
+                f"- spread {p['spread']:.0%} (> 25%): {p['arch']} {p['width']:g} at {p['resolution']} px, batch {p['batch']}"
+            )
+    for pair in layer_pairs:
+        if pair["spread"] > 0.25:
+            found.append(f"- spread {pair['spread']:.0%} (> 25%) in the layer comparison {pair['label']}")
+    for v in verdicts:
+        if v.get("spread") is not None and v["spread"] > 0.25:
+            found.append(f"- spread {v['spread']:.0%} (> 25%) in: {v['name']}")
+    return found or ["- none"]
+
+
+def verdict_lines(verdicts: list[dict]) -> list[str]:
+    lines = ["| target | wanted | measured | verdict |", "|---|---:|---:|---|"]
+    for v in verdicts:
+        lines.append(f"| {v['name']} | >= {v['target']:g} | {v['measured']:.2f} | {'met' if v['met'] else 'missed'} |")
+    return lines
 
 
 def other_lines(benchmarks: list[dict]) -> list[str]:
@@ -95,15 +121,13 @@ def other_lines(benchmarks: list[dict]) -> list[str]:
         mode = e.get("mode")
         if mode == "fast path":
             lines.append(
-                f"- Fast path (V2 1.0, 224, batch 32): eager {e['eager_s']:.3f} s, eager + channels_last "
-                f"{e['eager_channels_last_s']:.3f} s, BN-folded + channels_last {e['fast_s']:.3f} s = **{e['speedup']:.2f}x** "
-                f"eager (max abs diff {e['max_abs_diff']:.1e}); {e['fast_macs_per_s'] / 1e9:.1f} GMAC/s = "
-                f"**{e['fraction_of_matmul']:.0%}** of the fp32 matmul rate measured in the same run ({e['matmul_macs_per_s'] / 1e9:.1f} GMAC/s)."
-            )
-        elif mode == "compiled":
-            lines.append(
-                f"- torch.compile (freezing) on top: {e['compiled_s']:.3f} s per batch = **{e['speedup']:.2f}x** eager, "
-                f"compile time {e['compile_s']:.0f} s, max abs diff {e['max_abs_diff']:.1e}."
+                f"- Fast path (V2 1.0, 224, batch 32; eager, eager channels_last, fast path and compiled timed "
+                f"interleaved): eager {e['eager_s']:.3f} s, eager + channels_last {e['eager_channels_last_s']:.3f} s, "
+                f"BN-folded + channels_last {e['fast_s']:.3f} s = **{e['speedup']:.2f}x** eager, compiled "
+                f"{e['compiled_s']:.3f} s = **{e['compiled_speedup']:.2f}x** eager (compile time {e['compile_s']:.0f} s); "
+                f"max abs diff {e['max_abs_diff']:.1e}; {e['fast_macs_per_s'] / 1e9:.1f} GMAC/s = "
+                f"**{e['fraction_of_matmul']:.0%}** of the fp32 matmul rate measured in the same run "
+                f"({e['matmul_macs_per_s'] / 1e9:.1f} GMAC/s)."
             )
         elif mode == "data loading":
             lines.append(
@@ -167,6 +191,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description="Markdown tables and plots from a pytest-benchmark JSON.")
     parser.add_argument("json", help="file written by pytest bench --benchmark-json=...")
     parser.add_argument("--out", default=str(RESULTS), help=f"output folder (default: {RESULTS})")
+    parser.add_argument("--note", default="", help="a sentence on the conditions of the run, shown under the title")
     args = parser.parse_args(argv)
     data = json.loads(Path(args.json).read_text())
     out = Path(args.out)
@@ -175,11 +200,22 @@ def main(argv: list[str] | None = None) -> Path:
     machine = next((b["extra_info"] for b in benchmarks if "machine" in b["extra_info"]), {})
     layer_lines, pairs = layer_table(benchmarks)
     model_lines, points = model_table(benchmarks)
+    verdicts = [v for b in benchmarks for v in b["extra_info"].get("verdicts", [])]
     report = [
         "# Benchmark report",
         "",
+        *([args.note, ""] if args.note else []),
         f"Machine: {machine.get('machine', '?')}; torch {machine.get('torch', '?')}, {machine.get('threads', '?')} threads, float32. "
-        f"From `{Path(args.json).name}` ({data.get('datetime', '')}). Latencies are pytest-benchmark medians.",
+        f"From `{Path(args.json).name}` ({data.get('datetime', '')}). Every comparison is timed interleaved in one process (warm-up first, alternating rounds): medians and spread "
+        "(max - min) / median.",
+        "",
+        "## Targets (verdicts, not assertions)",
+        "",
+        *verdict_lines(verdicts),
+        "",
+        "## Anomalies",
+        "",
+        *anomalies(points, pairs, verdicts),
         "",
         "## Standard 3x3 convolution versus depthwise-separable (batch 1)",
         "",

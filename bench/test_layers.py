@@ -1,8 +1,8 @@
 """Layer level: a standard 3x3 convolution against the depthwise-separable pair of the same shape.
 
 For every distinct layer shape of V1 Table 1 (and the V2 bottleneck depthwise/pointwise shapes): MACs from
-fvcore and from the paper's formulas (asserted equal), and the latency of each, in NCHW and channels_last.
-`python -m bench.report` pairs them into MAC ratios and latency ratios.
+fvcore and from the paper's formulas (asserted equal), and the latency of each, timed interleaved (NCHW; with
+FGM_BENCH_FULL=1 also channels_last). `python -m bench.report` turns them into MAC and latency ratios.
 """
 
 import pytest
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from bench.conftest import FULL
+from evaluation.timing import interleaved
 from layers import depthwise_separable_conv_macs, standard_conv_macs
 from mobilenet.flops import count_macs
 
@@ -42,41 +43,46 @@ def build(kind: str, m: int, n: int, stride: int) -> nn.Module:
     return nn.Conv2d(m, n, 1, bias=False)  # pointwise
 
 
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("kind", ["standard", "separable", "depthwise", "pointwise"])
+KINDS = ("standard", "separable", "depthwise", "pointwise")
+
+
 @pytest.mark.parametrize("table, m, n, size, stride", DEFAULT_SHAPES, ids=lambda v: str(v))
-def test_layer_latency(benchmark, record, table, m, n, size, stride, kind, layout):
-    if layout == "channels_last" and kind in ("standard", "separable") and not FULL:
-        pytest.skip("the pair in channels_last runs with FGM_BENCH_FULL=1; its parts run by default")
+def test_layer_shape(benchmark, record, table, m, n, size, stride):
+    """The four layers of one shape (and, with FGM_BENCH_FULL=1, their channels_last versions), timed against
+    each other in alternating rounds; MACs from fvcore asserted equal to the paper's formulas."""
     torch.manual_seed(0)
-    module = build(kind, m, n, stride).eval()
-    in_size = size * stride
-    x = torch.randn(1, m, in_size, in_size)
-    if kind == "pointwise":
-        x = torch.randn(1, m, size, size)
-    if layout == "channels_last":
-        module = module.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    macs, _ = count_macs(module, x.shape[-1], in_channels=m)
-    formula = {
+    layouts = ["nchw", "channels_last"] if FULL else ["nchw"]
+    contenders, macs = {}, {}
+    for kind in KINDS:
+        module = build(kind, m, n, stride).eval()
+        x = torch.randn(1, m, size, size) if kind == "pointwise" else torch.randn(1, m, size * stride, size * stride)
+        macs[kind], _ = count_macs(module, x.shape[-1], in_channels=m)
+        for layout in layouts:
+            if layout == "channels_last":
+                module = module.to(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
+            contenders[f"{kind}_{layout}"] = lambda module=module, x=x: (module(x), module(x), module(x))
+    formulas = {
         "standard": standard_conv_macs(3, m, n, size),
         "separable": depthwise_separable_conv_macs(3, m, n, size),
         "depthwise": 3 * 3 * m * size * size,
         "pointwise": m * n * size * size,
-    }[kind]
-    assert macs == formula  # fvcore agrees with the paper's formula exactly
+    }
+    assert macs == formulas  # fvcore agrees with the paper's formulas exactly
+    with torch.no_grad():
+        t = interleaved(contenders, rounds=9, warmup=2)
     record(
         table=table,
         m=m,
         n=n,
         size=size,
         stride=stride,
-        kind=kind,
-        layout=layout,
+        kind="layers",
         dtype="float32",
         batch=1,
         macs=macs,
-        macs_formula=formula,
+        ms={name: timing.median * 1000 / 3 for name, timing in t.items()},  # 3 calls per round
+        spread={name: timing.spread for name, timing in t.items()},
     )
     with torch.no_grad():
-        benchmark.pedantic(module, args=(x,), rounds=15, iterations=3, warmup_rounds=2)
+        benchmark.pedantic(contenders["separable_nchw"], rounds=3, iterations=1, warmup_rounds=1)

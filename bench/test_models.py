@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.conftest import FULL
+from evaluation.timing import interleaved
 from mobilenet import create_model
 from mobilenet.flops import count_macs
 
@@ -23,25 +24,25 @@ GRID = [(arch, w, r) for arch, widths in WIDTHS.items() for w in widths for r in
 
 
 @pytest.mark.parametrize("batch", [1, 32])
-@pytest.mark.parametrize("arch, width, resolution", GRID)
-def test_inference(benchmark, record, arch, width, resolution, batch):
+@pytest.mark.parametrize("arch, resolution", [(a, r) for a in WIDTHS for r in RESOLUTIONS])
+def test_inference_across_widths(benchmark, record, arch, resolution, batch):
+    """All widths of one architecture at one resolution and batch, timed against each other in alternating
+    rounds, so that the latency-versus-width curve is not bent by whatever else the machine was doing."""
     torch.manual_seed(0)
-    model = create_model(arch, width_mult=width, num_classes=1000).eval()
+    models = {w: create_model(arch, width_mult=w, num_classes=1000).eval() for w in WIDTHS[arch]}
     x = torch.randn(batch, 3, resolution, resolution)
-    macs, _ = count_macs(model, resolution)
+    with torch.no_grad():
+        t = interleaved({w: (lambda m=m: m(x)) for w, m in models.items()}, rounds=8 if batch == 1 else 5)
+    widths = []
+    for w, model in models.items():
+        macs, _ = count_macs(model, resolution)
+        params = sum(p.numel() for p in model.parameters())
+        widths.append(dict(width=w, macs=macs, params=params, median_s=t[w].median, spread=t[w].spread))
     record(
-        arch=arch,
-        width=width,
-        resolution=resolution,
-        batch=batch,
-        mode="inference",
-        dtype="float32",
-        layout="nchw",
-        macs=macs,
-        params=sum(p.numel() for p in model.parameters()),
+        arch=arch, resolution=resolution, batch=batch, mode="inference", dtype="float32", layout="nchw", widths=widths
     )
     with torch.no_grad():
-        benchmark.pedantic(model, args=(x,), rounds=8 if batch == 1 else 3, iterations=1, warmup_rounds=1)
+        benchmark.pedantic(models[max(models)], args=(x,), rounds=3, iterations=1, warmup_rounds=1)
 
 
 TRAIN_GRID = [(a, w, 224) for a, w, _ in GRID if _ == 224 and (FULL or w == 1.0)]

@@ -1,12 +1,14 @@
 """Training throughput of our V2 against a plain V2 written the torchvision way (references/models.py),
-trained by the same loop in the same process, interleaved so both see the same machine state. Ours must
-reach at least 0.95x the reference's images/s (a ratio within one run)."""
+trained by the same loop in the same process, interleaved so both see the same machine state. The target
+(at least 0.95x the reference's images/s) is a verdict in the report; the assertion catches a gross regression."""
 
 import time
 
 import torch
 import torch.nn.functional as F
 
+from bench.conftest import verdict
+from evaluation.timing import interleaved
 from mobilenet import create_model
 from references.models import TorchvisionStyleMobileNetV2
 
@@ -26,13 +28,8 @@ def test_ours_versus_reference_v2(benchmark, record):
     torch.manual_seed(0)
     ours, reference = create_model("v2", num_classes=200), TorchvisionStyleMobileNetV2(num_classes=200)
     x, y = torch.randn(32, 3, 224, 224), torch.randint(0, 200, (32,))
-    train_steps(ours, x, y, 1)
-    train_steps(reference, x, y, 1)  # warm-up
-    rates = {"ours": [], "reference": []}
-    for _ in range(3):
-        rates["ours"].append(train_steps(ours, x, y, 2))
-        rates["reference"].append(train_steps(reference, x, y, 2))
-    ours_rate, ref_rate = sorted(rates["ours"])[1], sorted(rates["reference"])[1]
+    t = interleaved({"ours": lambda: train_steps(ours, x, y, 1), "reference": lambda: train_steps(reference, x, y, 1)})
+    ours_rate, ref_rate = x.shape[0] / t["ours"].median, x.shape[0] / t["reference"].median
     record(
         arch="v2",
         width=1.0,
@@ -44,9 +41,19 @@ def test_ours_versus_reference_v2(benchmark, record):
         ours_images_per_s=ours_rate,
         reference_images_per_s=ref_rate,
         ratio=ours_rate / ref_rate,
+        ours_spread=t["ours"].spread,
+        reference_spread=t["reference"].spread,
+        verdicts=[
+            verdict(
+                "training images/s, ours / torchvision-style V2",
+                0.95,
+                ours_rate / ref_rate,
+                max(t["ours"].spread, t["reference"].spread),
+            )
+        ],
     )
     print(
         f"\ntraining images/s: ours {ours_rate:.1f}, torchvision-style reference {ref_rate:.1f}: {ours_rate / ref_rate:.3f}x"
     )
-    assert ours_rate / ref_rate >= 0.95
+    assert ours_rate / ref_rate >= 0.7, "gross regression: our V2 trains far slower than a plain one"
     benchmark.pedantic(lambda: train_steps(ours, x, y, 1), rounds=2, iterations=1)
