@@ -212,7 +212,8 @@ def test_freeze_epochs_train_only_the_classifier(tiny_synthetic_root, tmp_path):
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on Linux")
 def test_two_process_ddp_on_cpu(tiny_synthetic_root, tmp_path):
     out = tmp_path / "ddp"
-    args = _without(tiny_args(tiny_synthetic_root, out), "--epochs") + ["--epochs", "2"]
+    # --cache: rank 0 builds the packed cache while rank 1 waits at a barrier (they used to race on one temp file).
+    args = _without(tiny_args(tiny_synthetic_root, out), "--epochs") + ["--epochs", "2", "--cache"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     result = subprocess.run(
         [
