@@ -10,7 +10,8 @@ Every row is trained by `train.py` itself, on the same data, with the same seed 
 For each row: test top-1/top-5 of `best.pt` (chosen on validation), parameters, MACs (fvcore), CPU latency
 of the BN-folded fp32 fast path and of int8 (PT2E, compiled) at batch 1 and 32 (median of interleaved
 rounds), weight bytes fp32/int8, and training seconds (the sum of the epochs' training time). A finished
-row (`RUNS/NAME/row.json`) is not recomputed; an interrupted training resumes from its `last.pt`.
+row (`RUNS/NAME/row.json`) is not recomputed; an interrupted training resumes from its `last.pt`;
+`--remeasure` measures the trained rows again without training (latency wants a quiet machine).
 Writes `bench/studies/v1_vs_v2_cub20.{json,md}` and three plots (top-1 against MACs, latency and
 parameters, with each architecture's Pareto front).
 """
@@ -162,6 +163,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--runs", default=str(REPO / "runs" / "study"), help="run folders (default: runs/study)")
     p.add_argument("--out", default=str(OUT), help=f"result folder (default: {OUT.relative_to(REPO)})")
     p.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds (default: 20)")
+    p.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="measure the finished rows again (accuracy, cost, latency) without training: after a run on a busy machine",
+    )
     args = p.parse_args(argv)
     data_root = Path(args.data_root) if args.data_root else shared_path("data", "cub20", "CUB_200_2011")
     weights = Path(args.weights) if args.weights else shared_path("weights")
@@ -172,8 +178,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         name = f"{arch}-{width:g}-{resolution}-{'imagenet' if file else 'scratch'}"
         run = Path(args.runs) / name
         done = run / "row.json"
-        if not done.is_file():
-            train_row(arch, width, resolution, weights / file if file else None, data_root, run)
+        if not done.is_file() or (args.remeasure and (run / "best.pt").is_file()):
+            if not (run / "best.pt").is_file() or not args.remeasure:
+                train_row(arch, width, resolution, weights / file if file else None, data_root, run)
             row = dict(arch=arch, width=width, resolution=resolution, pretrained=file is not None, name=name)
             row.update(
                 measure_row(run, args.rounds),
