@@ -45,6 +45,10 @@ def record(benchmark):
     return _record
 
 
+# The setting of the whole-model comparisons (fast path, training throughput, allocator): V2 1.0, 224 px, batch 32.
+V2_BATCH32 = dict(arch="v2", width=1.0, resolution=224, batch=32, dtype="float32")
+
+
 def verdict(name: str, target: float, measured: float, spread: float | None = None) -> dict:
     """A timing target as a verdict for the report (target, measured, met or missed), not an assertion: on a
     busy laptop a target can be missed without anything being wrong. Higher is better."""

@@ -6,6 +6,7 @@ import platform
 import sys
 
 from bench.allocator import measure
+from bench.conftest import V2_BATCH32
 
 
 def test_allocator_effect(benchmark, record):
@@ -14,11 +15,7 @@ def test_allocator_effect(benchmark, record):
     tuned = benchmark.pedantic(measure, args=("tuned",), rounds=1, iterations=1)
     results = {"default": default, "tuned": tuned}
     record(
-        arch="v2",
-        width=1.0,
-        resolution=224,
-        batch=32,
-        dtype="float32",
+        **V2_BATCH32,
         layout="nchw",
         mode="allocator",
         default_step_s=results["default"]["step_s"],

@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from bench.conftest import verdict
+from bench.conftest import V2_BATCH32, verdict
 from evaluation.timing import interleaved, median_seconds
 from mobilenet import create_model, optimize_for_inference
 from mobilenet.flops import count_macs
@@ -64,11 +64,7 @@ def test_fast_path_against_eager_and_compiled(benchmark, record, v2_model):
     achieved = macs * 32 / t["fast"].median
     speedup, compiled_speedup = t["eager"].median / t["fast"].median, t["eager"].median / t["compiled"].median
     record(
-        arch="v2",
-        width=1.0,
-        resolution=224,
-        batch=32,
-        dtype="float32",
+        **V2_BATCH32,
         layout="channels_last",
         mode="fast path",
         **{f"{name}_s": timing.median for name, timing in t.items()},

@@ -7,7 +7,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.conftest import verdict
+from bench.conftest import V2_BATCH32, verdict
 from evaluation.timing import interleaved
 from mobilenet import create_model
 from references.models import TorchvisionStyleMobileNetV2
@@ -31,11 +31,7 @@ def test_ours_versus_reference_v2(benchmark, record):
     t = interleaved({"ours": lambda: train_steps(ours, x, y, 1), "reference": lambda: train_steps(reference, x, y, 1)})
     ours_rate, ref_rate = x.shape[0] / t["ours"].median, x.shape[0] / t["reference"].median
     record(
-        arch="v2",
-        width=1.0,
-        resolution=224,
-        batch=32,
-        dtype="float32",
+        **V2_BATCH32,
         layout="nchw",
         mode="train throughput",
         ours_images_per_s=ours_rate,
