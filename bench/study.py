@@ -20,7 +20,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ import torch
 from data.shared import shared_path
 from data.transforms import eval_transform
 from evaluation.plots import plot_pareto
+from evaluation.timing import interleaved
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.checkpoint import write_atomically
 from mobilenet.flops import count_macs
@@ -77,22 +77,15 @@ def test_accuracy(model: torch.nn.Module, config: RunConfig, data: dict) -> tupl
 
 def latencies(variants: dict, resolution: int, rounds: int) -> dict:
     """Median ms per call of each variant at batch 1 and 32, measured interleaved (A B A B ...) after warm-up."""
-    times: dict[str, list[float]] = {}
     inputs = {batch: torch.randn(batch, 3, resolution, resolution) for batch in (1, 32)}
-    with torch.inference_mode():
-        for fn in variants.values():  # warm-up: compiled variants compile on their first calls
-            for x in inputs.values():
-                fn(x)
-                fn(x)
-        for _ in range(rounds):
-            for name, fn in variants.items():
-                for batch, x in inputs.items():
-                    start = time.perf_counter()
-                    fn(x)
-                    times.setdefault(f"{name}_batch{batch}", []).append(time.perf_counter() - start)
-    return {key: 1000 * sorted(values)[len(values) // 2] for key, values in times.items()} | {
-        f"{key}_spread": (max(values) - min(values)) / sorted(values)[len(values) // 2] for key, values in times.items()
+    contenders = {
+        f"{name}_batch{batch}": (lambda fn=fn, x=x: fn(x))
+        for name, fn in variants.items()
+        for batch, x in inputs.items()
     }
+    with torch.inference_mode():  # two warm-up calls each: compiled variants compile on their first calls
+        timed = interleaved(contenders, rounds, warmup=2)
+    return {key: 1000 * t.median for key, t in timed.items()} | {f"{key}_spread": t.spread for key, t in timed.items()}
 
 
 def measure_row(run: Path, rounds: int) -> dict:

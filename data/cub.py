@@ -94,9 +94,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """`img` (decoded) as upright RGB, whatever its mode: the EXIF orientation applied (a phone photo the
     right way up), 16- and 32-bit greys scaled to 8 bits (not clipped), transparency put on white."""
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey: 0..65535 -> 0..255
-        return Image.fromarray((np.asarray(img, dtype=np.uint32) // 257).astype(np.uint8), "L").convert("RGB")
-    if img.mode == "I":  # 32-bit integer grey, as PIL decodes 16-bit PNGs: scale its 16-bit range
+    if img.mode == "I" or img.mode.startswith("I;16"):  # integer greys (16-bit PNGs): 0..65535 -> 0..255
         pixels = np.asarray(img, dtype=np.int64).clip(0, 65535)
         return Image.fromarray((pixels // 257).astype(np.uint8), "L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
