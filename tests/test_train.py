@@ -215,23 +215,14 @@ def test_two_process_ddp_on_cpu(tiny_synthetic_root, tmp_path):
     # --cache: rank 0 builds the packed cache while rank 1 waits at a barrier (they used to race on one temp file).
     args = _without(tiny_args(tiny_synthetic_root, out), "--epochs") + ["--epochs", "2", "--cache"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "tests/ddp_train.py",
-            *args,
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["tests/ddp_train.py", *args]
+
+    def errors(result: subprocess.CompletedProcess) -> str:  # each rank's own error line, not only torchrun's
+        return "\n".join(line for line in result.stderr.splitlines() if "Error" in line)
+
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + errors(result)
     assert "weights identical on all 2 ranks: True" in result.stdout
     assert "2 process(es)" in result.stdout
     rows = (out / "metrics.jsonl").read_text().splitlines()
@@ -244,6 +235,11 @@ def test_two_process_ddp_on_cpu(tiny_synthetic_root, tmp_path):
         "metrics.jsonl",
     ]
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    # The same command again is refused on every rank, cleanly (no rank left waiting at a barrier).
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0
+    refusals = [line for line in again.stderr.splitlines() if "config.json already exists: give --force" in line]
+    assert {line.split("]")[0] for line in refusals} >= {"[rank0", "[rank1"}, errors(again)
 
 
 def test_options_have_their_observable_effect(tiny_synthetic_root, tmp_path):

@@ -141,6 +141,12 @@ def wrap_distributed(model: torch.nn.Module, device: torch.device, world: int) -
     )
 
 
+def barrier() -> None:
+    """Wait for every rank (a no-op outside distributed runs)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def close_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

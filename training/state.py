@@ -19,7 +19,7 @@ from mobilenet.checkpoint import make_checkpoint, read_checkpoint, refuse_overwr
 from mobilenet.common import MobileNetBase
 from training.config import RunConfig, UsageError, check_resume
 from training.ema import ModelEMA
-from training.runtime import rng_states, set_rng_states
+from training.runtime import barrier, rng_states, set_rng_states
 
 METRIC_FIELDS = [
     "epoch",
@@ -85,6 +85,7 @@ class RunState:
         else:
             refuse_overwrite(self.out / "config.json", force)
             message = f"writing {self.out}"
+        barrier()  # every rank has checked the folder before rank 0 writes into it
         if self.rank == 0:
             record = dict(self.config.to_dict(), class_names=self.class_names, **extra)
             write_atomic(self.out / "config.json", json.dumps(record, indent=2) + "\n")
