@@ -8,7 +8,9 @@ confused pairs, NLL, ECE over 15 bins, parameters, MACs, images/s) and PNGs: con
 accuracy, reliability diagram, misclassified gallery, most-confused pairs side by side, training curves
 (from the run's metrics.jsonl) and Grad-CAM. Architecture, class names and normalization come from the
 checkpoint. Test-time views: `center` (resize to resolution / 0.875, centre crop; the default), `full` (the
-whole image resized), `bbox` (the bounding-box crop resized); `--hflip` averages with the mirrored image.
+whole image resized), `bbox` (the bounding-box crop resized). By default the run's own test-time inference
+(`mobilenet.tta`: test resolution, flip averaging, look-twice) is applied; `--resolution`, `--[no-]hflip` and
+`--[no-]look-twice` override it for ablations.
 """
 
 import argparse
@@ -29,6 +31,7 @@ from evaluation.metrics import classification_metrics
 from evaluation.timing import median_seconds
 from mobilenet.checkpoint import CheckpointError, load_checkpoint, refuse_overwrite, write_atomically
 from mobilenet.flops import count_macs
+from mobilenet.tta import Inference
 from training.config import RunConfig
 from training.runtime import select_device, tune_malloc
 
@@ -56,9 +59,23 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="output folder (default: <checkpoint folder>/eval-<split>, or runs/compare)"
     )
     p.add_argument("--view", choices=VIEWS, default="center", help="test-time view of each image")
-    p.add_argument("--hflip", action="store_true", help="average the logits with the mirrored image's")
     p.add_argument(
-        "--resolution", type=int, default=None, help="evaluate at this size (default: the training resolution)"
+        "--hflip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average the logits with the mirrored image's (default: as the run's --test-hflip)",
+    )
+    p.add_argument(
+        "--look-twice",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add a pass on the object cropped from the first pass's features (default: as the run's --look-twice)",
+    )
+    p.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="evaluate at this size (default: the run's test resolution, resolution x --test-scale)",
     )
     p.add_argument("--batch-size", type=int, default=64, help="images per batch")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
@@ -77,17 +94,12 @@ def view_transform(view: str, resolution: int) -> Compose:
 
 
 @torch.no_grad()
-def predict(
-    model, dataset, normalize, device, *, batch_size: int, workers: int, hflip: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels over `dataset` (uint8 images), optionally averaged with horizontal flips."""
+def predict(model, dataset, normalize, device, *, batch_size: int, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels over `dataset` (uint8 images)."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     all_logits, all_labels = [], []
     for images, labels in loader:
-        x = normalize(images.float().div_(255)).to(device)
-        logits = model(x)
-        if hflip:
-            logits = (logits + model(x.flip(-1))) / 2
+        logits = model(normalize(images.float().div_(255)).to(device))
         all_logits.append(logits.float().cpu())
         all_labels.append(labels)
     return torch.cat(all_logits), torch.cat(all_labels)
@@ -114,7 +126,13 @@ def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, out: Path | N
     model.to(device)
     run = RunConfig.from_dict(info["config"])
     root = args.data_root or run.data_root or str(default_data_root(log))
-    resolution = args.resolution or info["data_config"]["resolution"]
+    recorded = Inference.of_checkpoint(info)  # what the run evaluated with; flags override it
+    inference = Inference(
+        args.resolution or recorded.resolution,
+        recorded.hflip if args.hflip is None else args.hflip,
+        recorded.look_twice if args.look_twice is None else args.look_twice,
+    )
+    resolution = inference.resolution
     crop = "bbox" if args.view == "bbox" else "none"
     dataset = run.dataset(args.split, view_transform(args.view, resolution), data_root=root, crop=crop)
     if len(dataset.class_names) != len(info["class_names"]):
@@ -122,24 +140,25 @@ def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, out: Path | N
             f"{checkpoint}: trained on {len(info['class_names'])} classes, but {root} ({args.split}) has {len(dataset.class_names)}"
         )
     normalize = Normalize(info["data_config"]["mean"], info["data_config"]["std"])
-    logits, labels = predict(
-        model, dataset, normalize, device, batch_size=args.batch_size, workers=args.workers, hflip=args.hflip
-    )
+    applied = inference.wrap(model)
+    logits, labels = predict(applied, dataset, normalize, device, batch_size=args.batch_size, workers=args.workers)
     metrics = classification_metrics(logits, labels, info["class_names"])
-    macs, _ = count_macs(model, resolution)
+    macs, _ = count_macs(applied, resolution)
     metrics.update(
         checkpoint=str(checkpoint),
         data_root=str(root),
         split=args.split,
         view=args.view,
-        hflip=args.hflip,
+        hflip=inference.hflip,
+        look_twice=inference.look_twice,
+        inference=inference.describe("centre" if args.view == "center" else args.view),
         resolution=resolution,
         arch=info["model_config"]["arch"],
         width=info["model_config"]["width_mult"],
         params=sum(p.numel() for p in model.parameters()),
         macs=macs,
         device=str(device),
-        **measure_speed(model, resolution, device, batch_size=args.batch_size, rounds=args.latency_rounds),
+        **measure_speed(applied, resolution, device, batch_size=args.batch_size, rounds=args.latency_rounds),
     )
     if out is None:
         return metrics
@@ -205,7 +224,7 @@ def write_pictures(
 
 def format_report(m: dict) -> str:
     lines = [
-        f"{m['checkpoint']} on {m['data_root']} ({m['split']}, {m['count']} images, view {m['view']}{', hflip' if m['hflip'] else ''}, {m['resolution']}px)",
+        f"{m['checkpoint']} on {m['data_root']} ({m['split']}, {m['count']} images, {m['inference']})",
         f"  top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  mean per-class {m['mean_class_accuracy']:.4f}  NLL {m['nll']:.4f}  ECE {m['ece']:.4f}",
         f"  MobileNet{m['arch'].upper()} width {m['width']:g}: {m['params']:,} parameters, {m['macs'] / 1e6:.1f}M MACs, "
         f"{m['images_per_s']:.1f} images/s, {m['latency_ms_batch1']:.1f} ms at batch 1 ({m['device']})",

@@ -1,6 +1,7 @@
 """Export a trained model: `python export.py --checkpoint runs/NAME/best.pt --format onnx|executorch --out PATH`.
 
-The BN-folded inference model is exported with its class names and normalization (inside the ONNX file and in
+The BN-folded model, wrapped in the run's test-time inference (`mobilenet.tta`: flip averaging and look-twice when
+the run used them), is exported with its class names and normalization (inside the ONNX file and in
 `PATH.json`), then run by the target runtime on real images and compared with PyTorch: the export fails, and
 writes nothing, if any logit differs by more than `--tolerance` (default 1e-4). The images are `--images`
 (files, or folders searched with their sub-folders) or, by default, `--verify-count` test images spread over
@@ -18,9 +19,9 @@ import numpy as np
 
 from deploy.export import ExportMismatch, export_executorch, export_onnx
 from deploy.images import ImageRejected, NoImagesFound, find_images, read_image_file
-from deploy.predictor import export_metadata, preprocessor
+from deploy.predictor import export_metadata, inference_model, preprocessor
 from deploy.requirements import MissingDependency, require
-from mobilenet import load_checkpoint, optimize_for_inference
+from mobilenet import load_checkpoint
 from mobilenet.checkpoint import CheckpointError, refuse_overwrite
 from training.config import RunConfig
 
@@ -81,12 +82,12 @@ def main(argv: list[str] | None = None) -> dict:
     model, info = load_checkpoint(args.checkpoint)
     metadata = export_metadata(info, info["model_config"])
     metadata["source_checkpoint"] = str(args.checkpoint)
-    inference_model = optimize_for_inference(model, channels_last=False)
+    exported = inference_model(model, info, channels_last=False)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(SUFFIXES[args.format])
     refuse_overwrite(out, args.force)
     images, source = verification_images(args, info, metadata)
     export = export_onnx if args.format == "onnx" else export_executorch
-    report = export(inference_model, metadata, out, images, tolerance=args.tolerance)
+    report = export(exported, metadata, out, images, tolerance=args.tolerance)
     report["verified_on"] = source
     size = out.stat().st_size
     print(f"wrote {out} ({size / 1e6:.2f} MB) and {report['sidecar']}")

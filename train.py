@@ -34,6 +34,7 @@ from mobilenet.pretrained import calibrate_batchnorm, load_pretrained
 from mobilenet.tflite import TFLiteImportError
 from training.config import RECIPE_KEYS, RECIPES, VAL_FRACTION, RunConfig, UsageError, resolve_config
 from training.data import make_loaders
+from training.distill import Teacher, distillation_loss
 from training.ema import ModelEMA
 from training.mixing import mix_batch
 from training.optim import OPTIMIZERS, create_optimizer, parameter_groups
@@ -144,6 +145,21 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--amp", choices=["none", "bf16", "fp16"], default="none", help="mixed precision (fp16 on CUDA only)"
     )
     o.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    k = p.add_argument_group("distillation")
+    k.add_argument("--teacher", default=None, help="a train.py checkpoint to distil from (default: none)")
+    k.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature of the soft targets")
+    k.add_argument("--distill-weight", type=float, default=0.9, help="weight of the soft-target loss (1: no labels)")
+    t = p.add_argument_group("test time (how val/test are evaluated; evaluate/predict/serve/export follow)")
+    t.add_argument("--test-scale", type=float, default=None, help="test resolution = resolution x this (FixRes)")
+    t.add_argument(
+        "--test-hflip", action=argparse.BooleanOptionalAction, default=None, help="average with the mirror image"
+    )
+    t.add_argument(
+        "--look-twice",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="second pass on the object cropped from the first pass's features",
+    )
     s = p.add_argument_group("schedule")
     s.add_argument("--schedule", default="cosine", help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     s.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up")
@@ -287,9 +303,11 @@ def train_one_epoch(
     ema: ModelEMA | None = None,
     scaler: torch.amp.GradScaler | None = None,
     frozen: Sequence[nn.Module] = (),
+    teacher: Teacher | None = None,
     show: bool = True,
 ) -> dict:
-    """One pass over `loader`; returns train loss/accuracy (summed over ranks), images/s and seconds."""
+    """One pass over `loader`; returns train loss/accuracy (summed over ranks), images/s and seconds. With a
+    `teacher`, batches come at its resolution and the loss is `training.distill.distillation_loss`."""
     model.train()
     for module in frozen:  # a frozen backbone keeps its batch-norm statistics
         module.eval()
@@ -299,14 +317,26 @@ def train_one_epoch(
     progress = Progress(loader, total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", enabled=show)
     for images, labels in progress:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         images, targets = mix_batch(
             images, labels, num_classes, mixup=config.mixup, cutmix=config.cutmix, smoothing=config.label_smoothing
         )
+        teacher_logits = teacher.logits(images) if teacher is not None else None
+        if teacher is not None:
+            images = teacher.student_view(images)
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             logits = model(images)
-        loss = soft_target_loss(logits, targets)
+        if teacher_logits is None:
+            loss = soft_target_loss(logits, targets)
+        else:
+            loss = distillation_loss(
+                logits,
+                teacher_logits,
+                targets,
+                temperature=config.distill_temperature,
+                weight=config.distill_weight,
+            )
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -386,10 +416,17 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     log = rank_zero_logger()
     device, rank, world = start_process(flags, log)
     config, model, class_names = build_run(flags, log)
-    loaders = make_loaders(config, model.data_config["mean"], model.data_config["std"], rank, world, log)
+    teacher = Teacher(config.teacher, class_names, model.data_config, device) if config.teacher else None
+    mean, std = model.data_config["mean"], model.data_config["std"]
+    loaders = make_loaders(
+        config, mean, std, rank, world, log, train_resolution=teacher.load_resolution if teacher else None
+    )
+    if teacher is not None:
+        log(f"distilling from {config.teacher} (at {teacher.resolution}px, T={config.distill_temperature:g})")
     if flags.resume is None and config.pretrained and config.pretrained.endswith(".tflite"):
         # Folded batch norm: re-estimate statistics on training images so that fine-tuning starts sane.
-        n = calibrate_batchnorm(model, (x for x, _ in loaders.train), num_batches=config.calibration_batches)
+        batches = (teacher.student_view(x) if teacher else x for x, _ in loaders.train)
+        n = calibrate_batchnorm(model, batches, num_batches=config.calibration_batches)
         log(f"re-estimated batch norm of the imported weights on {n} training images")
     model.to(device)
     if config.channels_last:
@@ -403,7 +440,8 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     log(state.start(flags.resume, model, optimizer, scheduler, ema, scaler, extra, force=flags.force))
     log(
         f"training {config.arch} width {config.width:g} at {config.resolution}px on {len(loaders.train_set)} images "
-        f"x {config.epochs} epochs, {len(class_names)} classes, {world} process(es) on {device}"
+        f"x {config.epochs} epochs, {len(class_names)} classes, {world} process(es) on {device}; "
+        f"evaluating with {config.inference.describe()}"
     )
 
     metrics: dict = {}
@@ -424,6 +462,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
             ema=ema,
             scaler=scaler,
             frozen=frozen,
+            teacher=teacher,
             show=rank == 0 and not config.no_progress,
         )
         average_buffers(model)
@@ -434,7 +473,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
             "lr": optimizer.param_groups[0]["lr"],
         }
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            evaluated = ema.module if ema else model
+            evaluated = config.inference.wrap(ema.module if ema else model)  # the run's test-time inference
             if loaders.val is not None:  # decides best.pt
                 row.update(evaluate(evaluated, loaders.val, device, channels_last=config.channels_last, split="val"))
             row.update(evaluate(evaluated, loaders.test, device, channels_last=config.channels_last))  # curves only

@@ -1,13 +1,15 @@
 """Top-k species for images, from a training checkpoint or an exported ONNX model.
 
 `Predictor.load(path)` takes either:
-- a checkpoint written by train.py (`.pt`): rebuilt by `load_checkpoint`, then BN-folded with
-  `optimize_for_inference`, the same model `export.py` exports;
+- a checkpoint written by train.py (`.pt`): rebuilt by `load_checkpoint`, BN-folded with
+  `optimize_for_inference` and wrapped in the run's test-time inference (`mobilenet.tta`: flip averaging,
+  look-twice), the same model `export.py` exports;
 - an ONNX file from `export.py` (`.onnx`): run with onnxruntime; class names and normalization come from the
   file's metadata (`fgm.metadata`, the JSON that is also written beside it).
 
 Preprocessing is the evaluation view of training (`data.transforms.eval_transform`: shorter side to
-resolution / 0.875, centre crop, the model's mean/std), so predictions match `evaluate.py`.
+resolution / 0.875, centre crop, the model's mean/std) at the run's test resolution, so predictions match
+`evaluate.py`.
 """
 
 import json
@@ -22,23 +24,34 @@ from data.transforms import eval_transform
 from deploy.requirements import require
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.checkpoint import CheckpointError
+from mobilenet.common import MobileNetBase
+from mobilenet.tta import Inference
 
 METADATA_KEY = "fgm.metadata"  # the key of the JSON metadata in an exported ONNX file
 
 
 def export_metadata(info: dict, model_config: dict) -> dict:
-    """What a deployed model needs besides its weights: class names, input size and normalization."""
+    """What a deployed model needs besides its weights: class names, input size and normalization, and the
+    test-time inference built into it (`mobilenet.tta.Inference`: the one the run's figures used)."""
     data = info["data_config"]
+    inference = Inference.of_checkpoint(info)
     return {
         "class_names": list(info["class_names"]),
-        "resolution": int(data["resolution"]),
+        "resolution": inference.resolution,
         "mean": [float(v) for v in data["mean"]],
         "std": [float(v) for v in data["std"]],
         "arch": model_config["arch"],
         "width_mult": model_config["width_mult"],
+        "training_resolution": int(data["resolution"]),
+        "inference": inference.describe(),
         "input": "float32 NCHW, RGB scaled to [0, 1] then (x - mean) / std",
         "output": "logits, one per class name",
     }
+
+
+def inference_model(model: MobileNetBase, info: dict, *, channels_last: bool) -> torch.nn.Module:
+    """The BN-folded model wrapped in the run's test-time inference: what predict, serve and export run."""
+    return Inference.of_checkpoint(info).wrap(optimize_for_inference(model, channels_last=channels_last))
 
 
 def preprocessor(metadata: dict):
@@ -68,7 +81,7 @@ class Predictor:
         if path.suffix == ".onnx":
             return cls._load_onnx(path)
         model, info = load_checkpoint(path)
-        fast = optimize_for_inference(model, channels_last=True)
+        fast = inference_model(model, info, channels_last=True)
 
         def run(x: np.ndarray) -> np.ndarray:
             with torch.inference_mode():

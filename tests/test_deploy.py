@@ -15,6 +15,7 @@ from data.transforms import eval_transform
 from deploy.export import ExportMismatch, run_executorch
 from deploy.images import IMAGE_SUFFIXES, ImageRejected, decode_image
 from deploy.predictor import METADATA_KEY, Predictor
+from mobilenet import load_checkpoint
 from tests.conftest import (
     CUB20,
     WEIGHTS,
@@ -261,3 +262,48 @@ def test_export_says_when_a_folder_holds_no_images(checkpoint, tmp_path):
             ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--images", str(tmp_path / "photos")]
         )
     assert not (tmp_path / "m.onnx").exists()
+
+
+def with_test_time(checkpoint, tmp_path, **settings) -> str:
+    """A copy of `checkpoint` whose run recorded other test-time settings (test_scale, test_hflip, look_twice)."""
+    state = torch.load(checkpoint, weights_only=True)
+    state["config"] = dict(state["config"], **settings)
+    path = tmp_path / "look-twice.pt"
+    torch.save(state, path)
+    return str(path)
+
+
+@requires_deploy
+def test_the_run_s_test_time_inference_is_what_predict_evaluate_and_export_run(
+    checkpoint, tmp_path, tiny_synthetic_root
+):
+    import evaluate
+
+    looking = with_test_time(checkpoint, tmp_path, test_scale=1.25, test_hflip=True, look_twice=True)
+    # evaluate.py applies the recorded inference by default; the same flags on the plain run give the same logits.
+    common = ["--split", "test", "--no-plots", "--latency-rounds", "1", "--workers", "0"]
+    recorded = evaluate.main(["--checkpoint", looking, "--out", str(tmp_path / "a"), *common])
+    explicit = evaluate.main(
+        ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "b"), *common]
+        + ["--resolution", "80", "--hflip", "--look-twice"]
+    )
+    plain = evaluate.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "c"), *common])
+    assert recorded["inference"] == "centre view at 80px, flip-averaged, look-twice" == explicit["inference"]
+    assert recorded["nll"] == explicit["nll"] and recorded["nll"] != plain["nll"]
+    assert recorded["macs"] > 4 * plain["macs"]  # four passes at 80 px instead of one at 64 px
+    # predict.py (through Predictor) runs that inference at 80 px, and so does the exported ONNX file.
+    from_checkpoint = Predictor.load(looking)
+    assert from_checkpoint.metadata["resolution"] == 80 and "look-twice" in from_checkpoint.metadata["inference"]
+    out = tmp_path / "looking.onnx"
+    report = export.main(
+        ["--checkpoint", looking, "--format", "onnx", "--out", str(out), *verify_args(tiny_synthetic_root)]
+    )
+    assert report["max_abs_difference"] <= 1e-4 and report["same_top1"] == 1.0
+    images = [Image.open(p).convert("RGB") for p in sorted(tiny_synthetic_root.rglob("*.jpg"))[:5]]
+    from_onnx = Predictor.load(out)
+    np.testing.assert_allclose(from_onnx.logits(images), from_checkpoint.logits(images), atol=1e-4)
+    import onnx
+
+    convolutions = sum(isinstance(m, torch.nn.Conv2d) for m in load_checkpoint(checkpoint)[0].modules())
+    graph = onnx.load(str(out)).graph
+    assert sum(node.op_type == "Conv" for node in graph.node) == 4 * convolutions  # four passes in the file

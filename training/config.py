@@ -17,6 +17,7 @@ from typing import Any
 
 from data.cub import CUB200
 from data.loaders import parse_classes
+from mobilenet.tta import Inference
 from training.optim import OPTIMIZERS
 from training.schedules import SCHEDULES
 
@@ -29,6 +30,9 @@ COMMON: dict[str, Any] = dict(
     head_lr_mult=1.0,
     scale_min=0.35,
     resolution=224,
+    test_scale=1.0,
+    test_hflip=False,
+    look_twice=False,
 )
 RECIPES: dict[str, dict[str, Any]] = {
     "scratch": {**COMMON, "epochs": 30, "lr": 0.05, "warmup_epochs": 2.0},
@@ -92,6 +96,14 @@ class RunConfig:
     grad_clip: float = 0.0
     amp: str = "none"
     channels_last: bool = False
+    # distillation (training/distill.py)
+    teacher: str | None = None
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.9
+    # test time (mobilenet/tta.py): how val/test are evaluated, and how evaluate/predict/serve/export apply the model
+    test_scale: float = 1.0  # test resolution = round(resolution * test_scale)
+    test_hflip: bool = False
+    look_twice: bool = False
     # schedule
     schedule: str = "cosine"
     warmup_epochs: float = 2.0
@@ -121,6 +133,11 @@ class RunConfig:
             if kept.get(key) is not None:
                 kept[key] = tuple(kept[key])
         return cls(**kept)
+
+    @property
+    def inference(self) -> Inference:
+        """How this run's model is applied to a test image (evaluation each epoch, and every tool after)."""
+        return Inference(round(self.resolution * self.test_scale), self.test_hflip, self.look_twice)
 
     def dataset(
         self, split: str, transform: Callable | None, *, data_root: str | None = None, crop: str | None = None
@@ -212,6 +229,9 @@ def check(c: RunConfig) -> None:
         (c.freeze_epochs >= 0, "--freeze-epochs", "must be >= 0", c.freeze_epochs),
         (c.warmup_epochs >= 0, "--warmup-epochs", "must be >= 0", c.warmup_epochs),
         (0 <= c.val_fraction < 1, "--val-fraction", "must be in [0, 1)", c.val_fraction),
+        (0.5 <= c.test_scale <= 4, "--test-scale", "must be in [0.5, 4]", c.test_scale),
+        (c.distill_temperature > 0, "--distill-temperature", "must be > 0", c.distill_temperature),
+        (0 <= c.distill_weight <= 1, "--distill-weight", "must be in [0, 1]", c.distill_weight),
     ]
     for ok, flag, rule, value in rules:
         if not ok:

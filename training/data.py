@@ -41,22 +41,26 @@ def make_loaders(
     rank: int,
     world: int,
     log: Callable[[str], None] = print,
+    *,
+    train_resolution: int | None = None,
 ) -> Loaders:
-    """The training loader (this rank's shuffled shard, augmented), and the validation and test loaders (this
-    rank's shard, evaluation view)."""
+    """The training loader (this rank's shuffled shard, augmented, at `train_resolution`: default the run's,
+    larger for a teacher), and the validation and test loaders (this rank's shard, the run's test view)."""
+    train_resolution = train_resolution or config.resolution
+    test_resolution = config.inference.resolution
     train_tf = train_transform(
-        config.resolution,
+        train_resolution,
         mean=mean,
         std=std,
         scale=(config.scale_min, config.scale_max),
         hflip=config.hflip,
         color_jitter=config.color_jitter,
     )
-    test_tf = eval_transform(config.resolution, mean=mean, std=std)
+    test_tf = eval_transform(test_resolution, mean=mean, std=std)
 
-    def split(name: str, transform: Callable) -> CUB200 | PackedDataset:
+    def split(name: str, transform: Callable, resolution: int) -> CUB200 | PackedDataset:
         classes = list(config.class_ids) if config.class_ids else None
-        cache_size = round(config.resolution / 0.875)
+        cache_size = round(resolution / 0.875)
         return build_dataset(
             config.data_root,
             name,
@@ -71,7 +75,7 @@ def make_loaders(
             val_seed=config.seed,
         )
 
-    train_set, test_set = split("train", train_tf), split("test", test_tf)
+    train_set, test_set = split("train", train_tf, train_resolution), split("test", test_tf, test_resolution)
     distributed: torch.utils.data.DistributedSampler | None = (
         torch.utils.data.DistributedSampler(train_set, world, rank, shuffle=True, seed=config.seed)
         if world > 1
@@ -98,5 +102,5 @@ def make_loaders(
             persistent_workers=config.workers > 0,
         )
 
-    val = evaluation(split("val", test_tf)) if config.val_fraction > 0 else None
+    val = evaluation(split("val", test_tf, test_resolution)) if config.val_fraction > 0 else None
     return Loaders(train=train, val=val, test=evaluation(test_set), train_set=train_set, train_sampler=train_sampler)

@@ -1,0 +1,81 @@
+"""Knowledge distillation: a small student learns from a trained teacher's softened predictions.
+
+Hinton, Vinyals and Dean 2015, "Distilling the Knowledge in a Neural Network": the student matches the
+teacher's class probabilities at temperature T (soft targets: which wrong species look alike), weighted
+against the usual loss on the labels; the soft term is scaled by T^2 so that its gradients keep their size
+as T changes. Beyer et al. 2022 ("Knowledge distillation: A good teacher is patient and consistent") show
+that the teacher must see the very crop the student sees: here the loader draws each random crop at the
+teacher's resolution, the teacher classifies it, and the student gets the same crop resized to its own
+resolution (antialiased), so a V1 0.25/128 student learns from a V2 1.0/224 teacher on identical views.
+
+`python train.py --pretrained STUDENT_WEIGHTS --teacher runs/v2/best.pt` (`--distill-temperature`,
+`--distill-weight`).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mobilenet.checkpoint import CheckpointError, load_checkpoint
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float,
+    weight: float,
+) -> torch.Tensor:
+    """`weight * T^2 * KL(teacher_T || student_T) + (1 - weight) * CE(student, targets)`, averaged over the
+    batch; `targets` are soft label rows (label smoothing, mixup)."""
+    log_student = F.log_softmax(student_logits.float() / temperature, dim=1)
+    teacher = F.softmax(teacher_logits.float() / temperature, dim=1)
+    soft = F.kl_div(log_student, teacher, reduction="batchmean") * temperature**2
+    hard = torch.sum(-targets * F.log_softmax(student_logits.float(), dim=1), dim=1).mean()
+    return weight * soft + (1 - weight) * hard
+
+
+class Teacher:
+    """A frozen trained model that turns the student's batches into teacher logits."""
+
+    def __init__(self, path: str, class_names: list[str], student_data_config: dict, device: torch.device) -> None:
+        model, info = load_checkpoint(path)
+        if list(info["class_names"]) != list(class_names):
+            raise CheckpointError(
+                f"--teacher {path}: trained on {len(info['class_names'])} classes "
+                f"({info['class_names'][0]}, ...), this run has {len(class_names)} ({class_names[0]}, ...)"
+            )
+        self.model: nn.Module = model.to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        data = info["data_config"]
+        self.resolution = int(data["resolution"])
+        self.student_resolution = int(student_data_config["resolution"])
+        # The loader normalizes with the student's mean/std; the teacher may expect others (an ImageNet-scaled
+        # V1 teaching an Inception-scaled V2): x_teacher = x * scale + shift per channel.
+        mean_s, std_s = torch.tensor(student_data_config["mean"]), torch.tensor(student_data_config["std"])
+        mean_t, std_t = torch.tensor(data["mean"]), torch.tensor(data["std"])
+        self.scale = (std_s / std_t).view(1, 3, 1, 1).to(device)
+        self.shift = ((mean_s - mean_t) / std_t).view(1, 3, 1, 1).to(device)
+
+    @property
+    def load_resolution(self) -> int:
+        """The size the training loader draws its crops at: the larger of teacher's and student's."""
+        return max(self.resolution, self.student_resolution)
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Teacher logits for a batch drawn at `load_resolution`, normalized for the student."""
+        x = resize(images, self.resolution) * self.scale + self.shift
+        return self.model(x).float()
+
+    def student_view(self, images: torch.Tensor) -> torch.Tensor:
+        """The same batch at the student's resolution."""
+        return resize(images, self.student_resolution)
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
