@@ -103,7 +103,8 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": predictor.name, "classes": len(predictor.class_names)}
+        inference = predictor.metadata.get("inference", f"centre view at {predictor.metadata['resolution']}px")
+        return {"status": "ok", "model": predictor.name, "classes": len(predictor.class_names), "inference": inference}
 
     @app.post("/predict")
     async def predict(request: Request, k: int = 5) -> JSONResponse:

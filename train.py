@@ -10,6 +10,9 @@ resolved once into a `RunConfig`, saved in `runs/NAME/config.json` and every che
 `config.json`, `metrics.jsonl`, `metrics.csv`, `last.pt` every epoch and `best.pt` at the best top-1 on a
 validation split carved from the training images (`--val-fraction`); the test split is evaluated for the
 curves and decides nothing.
+Validation and test are evaluated with the run's test-time inference (`--test-scale`, `--test-hflip`,
+`--look-twice`: `mobilenet.tta`), which evaluate.py, predict.py, serve.py and export.py then apply too.
+`--teacher CHECKPOINT` distils a trained model into this one (`training.distill`).
 `--resume` continues a run exactly where it stopped. The structure follows torchvision's reference
 classification script: `get_args_parser`, `train_one_epoch`, `evaluate`, `main`.
 """

@@ -10,7 +10,8 @@ ExecuTorch's XNNPACK quantizer in place of the x86 one.
     python -m deploy.quantize --checkpoint runs/cub20-v2-finetune/best.pt [--data-root ...]
 
 prints the weights' size, latency at batch 1 and 32 and test top-1 of the fp32 model (eager fast path and
-compiled) against the int8 model, all measured in the same process.
+compiled) against the int8 model, all measured in the same process, for one plain pass at the training
+resolution (the network itself; a run's flip averaging or look-twice multiply its passes, see mobilenet.tta).
 """
 
 import argparse
@@ -31,6 +32,7 @@ from evaluation.timing import median_seconds
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.checkpoint import CheckpointError, refuse_overwrite, write_atomically
 from mobilenet.inference import bake_same_padding
+from mobilenet.tta import Inference
 from training.config import RunConfig
 
 
@@ -133,6 +135,8 @@ def report(checkpoint: str, data_root: str | None = None, *, calibration_images:
         rows.append(row)
     return {
         "checkpoint": checkpoint,
+        "inference": Inference(int(data["resolution"])).describe(),
+        "run_inference": Inference.of_checkpoint(info).describe(),
         "data_root": root,
         "test_images": len(test_x),
         "calibration_images": len(train_x),
@@ -147,6 +151,8 @@ def format_report(result: dict) -> str:
     lines = [
         f"{result['checkpoint']} on {result['data_root']} ({result['test_images']} test images, "
         f"{result['calibration_images']} calibration images, {result['threads']} threads)",
+        f"each model: one pass, {result['inference']} (the run's own test-time inference: {result['run_inference']};"
+        " its extra passes cost the same again each)",
         "| model | weights (MB) | batch 1 (ms) | batch 32 (ms) | speed-up at 32 vs fp32 eager | top-1 |",
         "|---|---:|---:|---:|---:|---:|",
     ]

@@ -137,7 +137,7 @@ def test_best_checkpoint_is_chosen_on_validation_never_on_test(tiny_synthetic_ro
         assert best_epoch == 3 and not any("val_top1" in r for r in rows)  # no validation: the last epoch
     else:
         assert all({"val_top1", "test_top1"} <= set(r) for r in rows)
-        first_best = max(rows, key=lambda r: (r["val_top1"], -r["epoch"]))["epoch"]
-        assert best_epoch == first_best
+        last_best = max(rows, key=lambda r: (r["val_top1"], r["epoch"]))["epoch"]  # ties: the later epoch
+        assert best_epoch == last_best
     header = (out / "metrics.csv").read_text().splitlines()[0]
     assert "val_top1" in header and "test_top1" in header

@@ -68,7 +68,7 @@ def test_metrics_and_pictures(two_runs, tmp_path, capsys):
     assert saved["count"] == 12 and len(saved["per_class"]) == 4 and sum(map(sum, saved["confusion"])) == 12
     # The same test top-1 as the training run recorded for this checkpoint (same centre view).
     rows = [json.loads(line) for line in (two_runs / "v2" / "metrics.jsonl").read_text().splitlines()]
-    chosen = max(rows, key=lambda r: (r["val_top1"], -r["epoch"]))  # best.pt: the first epoch with the best val
+    chosen = max(rows, key=lambda r: (r["val_top1"], r["epoch"]))  # best.pt: the last epoch with the best val
     assert saved["top1"] == pytest.approx(chosen["test_top1"])
     assert metrics["arch"] == "v2" and metrics["params"] > 0
     printed = capsys.readouterr().out

@@ -35,6 +35,7 @@ def test_health_page_and_prediction(client, checkpoint):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["classes"] == 4
     assert health["model"] == f"MobileNetV2 0.35/64 ({checkpoint.name})"  # the model, not the server's path
+    assert health["inference"] == "centre view at 64px"  # what the run was evaluated with (mobilenet.tta)
     page = client.get("/")
     assert page.status_code == 200 and "<form" in page.text and 'name="file"' in page.text
     response = client.post("/predict?k=3", files={"file": ("bird.jpg", jpeg_bytes((120, 90)), "image/jpeg")})

@@ -1,0 +1,169 @@
+"""Fine-grained ablation on cub20: `python -m bench.finegrained` (resumable; about 1.5 h on 2 cores).
+
+Each technique of `mobilenet.tta` and `training.distill` gets its own row, measured the same way: a run
+trained by `train.py` (from Google's V2 1.0/224 file unless the row says otherwise, seed 0, the validation
+split of `--val-fraction`), its `best.pt` (chosen on validation top-1 during training), evaluated by
+`evaluate.py` on the validation and the test split with the row's test-time inference. Choices are made on
+validation only; the test column is reported, never used. Test-time choices are compared on the validation
+top-1 of `last.pt` (the final epoch): `best.pt` was itself picked by the one-pass validation top-1, which
+biases its validation figure towards the one-pass inference. Latency is the batch-1 CPU time of the
+whole inference (all its passes) as evaluate.py measures it.
+
+Rows that change only the test-time inference share their run. The `default` run is the plain default
+fine-tuning command (`python train.py --pretrained mobilenet_v2_1.0_224_quant.tflite --data-root cub20
+--cache`), timed from start to end. The students are V1 0.25/128 from Google's file, alone and with
+`--teacher` the default run's `best.pt`.
+
+Writes `bench/studies/finegrained_cub20.{json,md}`.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import evaluate
+from data.shared import shared_path
+from mobilenet.checkpoint import write_atomically
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "studies"
+V2_FILE = "mobilenet_v2_1.0_224_quant.tflite"
+STUDENT_FILE = "mobilenet_v1_0.25_128_quant.tflite"
+PLAIN = ["--no-hflip", "--no-look-twice"]  # evaluate.py: one pass
+PLAIN_RUN = ["--test-scale", "1", "--no-test-hflip", "--no-look-twice"]  # train.py: validate with one pass
+# run name: (Google file, train.py flags). The ablation runs take 10 epochs (as bench.study); `default` is the
+# default fine-tuning recipe as it stands, and the students follow it.
+RUNS: dict[str, tuple[str, list[str]]] = {
+    "v2-224": (V2_FILE, ["--epochs", "10", *PLAIN_RUN]),
+    "v2-320": (V2_FILE, ["--epochs", "10", "--resolution", "320", *PLAIN_RUN]),
+    "v2-224-bbox": (V2_FILE, ["--epochs", "10", "--crop", "bbox", *PLAIN_RUN]),
+    "default": (V2_FILE, []),
+    "student": (STUDENT_FILE, []),
+    "student-distilled": (STUDENT_FILE, ["--teacher", "{runs}/default/best.pt"]),
+}
+# label, run, evaluate.py flags (the run's own inference unless they override it)
+ROWS: list[tuple[str, str, list[str]]] = [
+    ("V2 1.0/224, 10 epochs, tested at 224 (baseline)", "v2-224", ["--resolution", "224", *PLAIN]),
+    ("+ test at 256 (FixRes)", "v2-224", ["--resolution", "256", *PLAIN]),
+    ("+ test at 288 (FixRes)", "v2-224", ["--resolution", "288", *PLAIN]),
+    ("+ flip averaging (at 224)", "v2-224", ["--resolution", "224", "--hflip", "--no-look-twice"]),
+    ("+ look twice (at 224)", "v2-224", ["--resolution", "224", "--no-hflip", "--look-twice"]),
+    ("+ look twice + flip (at 224)", "v2-224", ["--resolution", "224", "--hflip", "--look-twice"]),
+    ("+ look twice + flip, test at 256", "v2-224", ["--resolution", "256", "--hflip", "--look-twice"]),
+    ("fine-tune at 320, test at 320", "v2-320", ["--resolution", "320", *PLAIN]),
+    ("fine-tune at 320, test at 384 (FixRes)", "v2-320", ["--resolution", "384", *PLAIN]),
+    ("fine-tune at 320, look twice + flip", "v2-320", ["--resolution", "320", "--hflip", "--look-twice"]),
+    ("oracle: ground-truth boxes in training and test", "v2-224-bbox", ["--view", "bbox", *PLAIN]),
+    ("default recipe (python train.py --pretrained ... --cache)", "default", []),
+    ("V1 0.25/128 student, fine-tuned alone", "student", []),
+    ("V1 0.25/128 student, distilled from the default run", "student-distilled", []),
+]
+
+
+PARTS = (("val", "best.pt"), ("val", "last.pt"), ("test", "best.pt"))
+
+
+def train_run(name: str, weights: Path, data_root: Path, runs: Path) -> dict:
+    """`python train.py ...` for one run (resumed if an earlier attempt left a `last.pt`); returns its timing."""
+    file, flags = RUNS[name]
+    run = runs / name
+    args = [sys.executable, str(REPO / "train.py"), "--pretrained", str(weights / file), "--data-root", str(data_root)]
+    args += ["--cache", "--out", str(run), "--no-progress", "--force", *(f.format(runs=runs) for f in flags)]
+    resumed = (run / "last.pt").is_file()
+    if resumed:
+        args.append("--resume")
+    start = time.perf_counter()
+    subprocess.run(args, check=True, cwd=REPO)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {
+        "command": " ".join(["python", "train.py", *args[2:]]),
+        "wall_seconds": None if resumed else time.perf_counter() - start,
+        "train_seconds": sum(r["seconds"] for r in rows),
+        "epochs": len(rows),
+    }
+
+
+def measure(label: str, number: int, run: Path, flags: list[str], parts: tuple = PARTS) -> dict:
+    """evaluate.py with the row's inference on the validation split (`best.pt`, `last.pt`) and the test split
+    (`best.pt`), or only the `parts` named."""
+    result: dict = {"label": label, "run": run.name, "evaluate_flags": flags}
+    for split, checkpoint in parts:
+        key = split if checkpoint == "best.pt" else f"{split}_last"
+        common = ["--checkpoint", str(run / checkpoint), "--split", split, "--no-plots", "--force"]
+        common += ["--latency-rounds", "10" if split == "test" else "1"]  # latency: from the test evaluation
+        m = evaluate.main([*common, "--out", str(run / f"eval-{key}-row{number}"), *flags])
+        result[f"{key}_top1"], result[f"{split}_images"] = m["top1"], m["count"]
+        if split == "test":
+            result.update(
+                inference=m["inference"],
+                view=m["view"],
+                macs=m["macs"],
+                latency_ms=m["latency_ms_batch1"],
+                top5=m["top5"],
+                params=m["params"],
+            )
+    return result
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| row | test-time inference | val top-1 (last.pt) | val top-1 (best.pt) | test top-1 (best.pt) | MACs | "
+        "CPU ms (batch 1) | training |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        wall = f", {r['wall_seconds'] / 60:.1f} min wall" if r.get("wall_seconds") else ""
+        lines.append(
+            f"| {r['label']} | {r['inference']} | {r['val_last_top1']:.2%} | {r['val_top1']:.2%} ({r['val_images']}) | "
+            f"{r['test_top1']:.2%} ({r['test_images']}) | {r['macs'] / 1e6:.0f}M | {r['latency_ms']:.1f} | "
+            f"{r['epochs']} ep, {r['train_seconds'] / 60:.1f} min{wall} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description="The fine-grained ablation on cub20 (resumable).")
+    p.add_argument("--data-root", default=None, help="cub20 root (default: ../shared/data/cub20/CUB_200_2011)")
+    p.add_argument("--weights", default=None, help="folder of Google's .tflite files (default: ../shared/weights)")
+    p.add_argument("--runs", default=str(REPO / "runs" / "finegrained"), help="run folders (default: runs/finegrained)")
+    p.add_argument("--out", default=str(OUT), help=f"result folder (default: {OUT.relative_to(REPO)})")
+    p.add_argument("--only", nargs="*", default=None, help="measure only these runs (default: all)")
+    args = p.parse_args(argv)
+    data_root = Path(args.data_root) if args.data_root else shared_path("data", "cub20", "CUB_200_2011")
+    weights = Path(args.weights) if args.weights else shared_path("weights")
+    if data_root is None or weights is None:
+        sys.exit("bench.finegrained: error: cub20 or Google's weights not found: give --data-root and --weights")
+    runs, out = Path(args.runs), Path(args.out)
+    results_path = out / "finegrained_cub20.json"
+    done = {r["label"]: r for r in json.loads(results_path.read_text())} if results_path.is_file() else {}
+    for number, (label, name, flags) in enumerate(ROWS, 1):
+        if label in done and "val_last_top1" not in done[label]:  # rows measured before that column existed
+            done[label] |= measure(label, number, runs / name, flags, parts=(("val", "last.pt"),))
+        if (label in done and args.only is None) or (args.only is not None and name not in args.only):
+            continue
+        timing_path = runs / name / "timing.json"
+        if not timing_path.is_file():
+            timing = train_run(name, weights, data_root, runs)
+            write_atomically(timing_path, lambda f, t=timing: f.write(json.dumps(t, indent=2).encode()))
+        done[label] = measure(label, number, runs / name, flags) | json.loads(timing_path.read_text())
+        print(f"{label}: val {done[label]['val_top1']:.2%}, test {done[label]['test_top1']:.2%}", flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        kept = [done[label] for label, _, _ in ROWS if label in done]
+        write_atomically(results_path, lambda f, kept=kept: f.write(json.dumps(kept, indent=2).encode()))
+    rows = [done[label] for label, _, _ in ROWS if label in done]
+    for row in rows:  # no machine paths in committed results
+        for folder, name in ((runs, "RUNS"), (weights, "WEIGHTS"), (data_root, "CUB20")):
+            row["command"] = row["command"].replace(str(folder.resolve()), name).replace(str(folder), name)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomically(results_path, lambda f: f.write(json.dumps(rows, indent=2).encode()))
+    text = "# Fine-grained techniques on cub20 (`python -m bench.finegrained`)\n\n" + table(rows)
+    write_atomically(out / "finegrained_cub20.md", lambda f: f.write(text.encode()))
+    print(table(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
