@@ -214,8 +214,8 @@ def write_pictures(
     picks = list(range(0, len(dataset), step))[: args.gradcam]
     images = torch.stack([dataset[i][0] for i in picks])
     cams, cam_logits = grad_cam(model, normalize(images.float() / 255).to(device))
-    captions = [
-        f"{names[int(k)][:24]}{' ✓' if int(k) == int(labels[i]) else ' ✗'}" for k, i in zip(cam_logits.argmax(1), picks)
+    captions = [  # what the model said and what the bird is
+        f"pred {names[int(k)][:22]}\ntrue {names[int(labels[i])][:22]}" for k, i in zip(cam_logits.argmax(1), picks)
     ]
     plots.plot_gradcam(
         [img.permute(1, 2, 0).numpy() for img in images], list(cams.cpu().numpy()), captions, out / "gradcam.png"

@@ -100,6 +100,13 @@ def plot_per_class_accuracy(per_class: list[dict], path, named: int = 15) -> Pat
     return _save(fig, path)
 
 
+def calibration_verdict(bins: list[dict]) -> tuple[str, float]:
+    """("over-confident" or "under-confident", mean confidence minus accuracy over the images) of the bins."""
+    images = sum(b["count"] for b in bins)
+    gap = sum(b["count"] * (b["confidence"] - b["accuracy"]) for b in bins if b["count"]) / max(1, images)
+    return ("over-confident" if gap > 0 else "under-confident"), gap
+
+
 def plot_reliability(bins: list[dict], ece: float, path) -> Path:
     """Accuracy against confidence per bin, with the bin counts below."""
     fig, (ax, counts) = _subplots(2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
@@ -108,11 +115,17 @@ def plot_reliability(bins: list[dict], ece: float, path) -> Path:
     accuracy = [0 if math.isnan(b["accuracy"]) else b["accuracy"] for b in bins]
     ax.bar(centres, accuracy, width=width * 0.95, color="tab:blue", label="accuracy")
     gap = [0 if math.isnan(b["confidence"]) else b["confidence"] - a for b, a in zip(bins, accuracy)]
-    ax.bar(centres, gap, bottom=accuracy, width=width * 0.95, color="tab:red", alpha=0.3, label="gap to confidence")
+    # The gap drawn from the accuracy to the confidence: up (red) where the model is over-confident, down
+    # (green) where it is under-confident.
+    over = [max(g, 0) for g in gap]
+    under = [min(g, 0) for g in gap]
+    ax.bar(centres, over, bottom=accuracy, width=width * 0.95, color="tab:red", alpha=0.35, label="over-confident")
+    ax.bar(centres, under, bottom=accuracy, width=width * 0.95, color="tab:green", alpha=0.35, label="under-confident")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
-    ax.set_title(f"reliability diagram (ECE {ece:.3f}, {len(bins)} bins)")
+    verdict, mean_gap = calibration_verdict(bins)
+    ax.set_title(f"reliability diagram (ECE {ece:.3f}, {len(bins)} bins): {verdict} by {abs(mean_gap):.3f} on average")
     ax.legend(loc="upper left", fontsize=8)
     counts.bar(centres, [b["count"] for b in bins], width=width * 0.95, color="gray")
     counts.set_xlabel("confidence")
