@@ -39,7 +39,7 @@ from training.config import RECIPE_KEYS, RECIPES, VAL_FRACTION, RunConfig, Usage
 from training.data import make_loaders
 from training.distill import Teacher, distillation_loss
 from training.ema import ModelEMA
-from training.mixing import mix_batch
+from training.mixing import mix_batch, soft_target_loss
 from training.optim import OPTIMIZERS, create_optimizer, parameter_groups
 from training.progress import Progress
 from training.runtime import (
@@ -289,10 +289,6 @@ def make_optimizer(
     return optimizer, schedule.scheduler(optimizer)
 
 
-def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return torch.sum(-targets * F.log_softmax(logits.float(), dim=1), dim=1).mean()
-
-
 def train_one_epoch(
     model: nn.Module,
     loader: torch.utils.data.DataLoader,
@@ -323,22 +319,18 @@ def train_one_epoch(
         images, targets = mix_batch(
             images, labels, num_classes, mixup=config.mixup, cutmix=config.cutmix, smoothing=config.label_smoothing
         )
-        teacher_logits = teacher.logits(images) if teacher is not None else None
-        if teacher is not None:
+        if teacher is not None:  # the teacher sees the crop at its resolution, the student the same crop at its own
+            teacher_logits = teacher.logits(images)
             images = teacher.student_view(images)
         if config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             logits = model(images)
-        if teacher_logits is None:
+        if teacher is None:
             loss = soft_target_loss(logits, targets)
         else:
             loss = distillation_loss(
-                logits,
-                teacher_logits,
-                targets,
-                temperature=config.distill_temperature,
-                weight=config.distill_weight,
+                logits, teacher_logits, targets, temperature=config.distill_temperature, weight=config.distill_weight
             )
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:

@@ -63,9 +63,6 @@ ROWS: list[tuple[str, str, list[str]]] = [
 ]
 
 
-PARTS = (("val", "best.pt"), ("val", "last.pt"), ("test", "best.pt"))
-
-
 def train_run(name: str, weights: Path, data_root: Path, runs: Path) -> dict:
     """`python train.py ...` for one run (resumed if an earlier attempt left a `last.pt`); returns its timing."""
     file, flags = RUNS[name]
@@ -86,11 +83,11 @@ def train_run(name: str, weights: Path, data_root: Path, runs: Path) -> dict:
     }
 
 
-def measure(label: str, number: int, run: Path, flags: list[str], parts: tuple = PARTS) -> dict:
+def measure(label: str, number: int, run: Path, flags: list[str]) -> dict:
     """evaluate.py with the row's inference on the validation split (`best.pt`, `last.pt`) and the test split
-    (`best.pt`), or only the `parts` named."""
+    (`best.pt`)."""
     result: dict = {"label": label, "run": run.name, "evaluate_flags": flags}
-    for split, checkpoint in parts:
+    for split, checkpoint in (("val", "best.pt"), ("val", "last.pt"), ("test", "best.pt")):
         key = split if checkpoint == "best.pt" else f"{split}_last"
         common = ["--checkpoint", str(run / checkpoint), "--split", split, "--no-plots", "--force"]
         common += ["--latency-rounds", "10" if split == "test" else "1"]  # latency: from the test evaluation
@@ -140,8 +137,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results_path = out / "finegrained_cub20.json"
     done = {r["label"]: r for r in json.loads(results_path.read_text())} if results_path.is_file() else {}
     for number, (label, name, flags) in enumerate(ROWS, 1):
-        if label in done and "val_last_top1" not in done[label]:  # rows measured before that column existed
-            done[label] |= measure(label, number, runs / name, flags, parts=(("val", "last.pt"),))
         if (label in done and args.only is None) or (args.only is not None and name not in args.only):
             continue
         timing_path = runs / name / "timing.json"

@@ -22,6 +22,7 @@ crop in test, so testing at a higher resolution than training helps) is a prepro
 evaluate.py, predict.py, serve.py and export.py all wrap the model with `Inference.of_checkpoint(info).wrap`.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -40,11 +41,16 @@ class Inference:
     look_twice: bool = False
 
     @classmethod
+    def of_run(cls, resolution: int, config: Mapping) -> "Inference":
+        """The choices of a run trained at `resolution` whose record is `config` (a `RunConfig` as a dict; a
+        record older than these settings means one plain pass)."""
+        scale = config.get("test_scale", 1.0)
+        return cls(round(resolution * scale), bool(config.get("test_hflip")), bool(config.get("look_twice")))
+
+    @classmethod
     def of_checkpoint(cls, info: dict) -> "Inference":
         """The choices recorded by the run that wrote a checkpoint (`load_checkpoint`'s info)."""
-        config = info.get("config") or {}
-        resolution = round(info["data_config"]["resolution"] * config.get("test_scale", 1.0))
-        return cls(resolution, bool(config.get("test_hflip", False)), bool(config.get("look_twice", False)))
+        return cls.of_run(info["data_config"]["resolution"], info.get("config") or {})
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """`model` itself for a single plain pass, else a `LookTwice` around it."""

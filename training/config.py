@@ -137,7 +137,7 @@ class RunConfig:
     @property
     def inference(self) -> Inference:
         """How this run's model is applied to a test image (evaluation each epoch, and every tool after)."""
-        return Inference(round(self.resolution * self.test_scale), self.test_hflip, self.look_twice)
+        return Inference.of_run(self.resolution, dataclasses.asdict(self))
 
     def dataset(
         self, split: str, transform: Callable | None, *, data_root: str | None = None, crop: str | None = None

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilenet.checkpoint import CheckpointError, load_checkpoint
+from training.mixing import soft_target_loss
 
 
 def distillation_loss(
@@ -32,8 +33,7 @@ def distillation_loss(
     log_student = F.log_softmax(student_logits.float() / temperature, dim=1)
     teacher = F.softmax(teacher_logits.float() / temperature, dim=1)
     soft = F.kl_div(log_student, teacher, reduction="batchmean") * temperature**2
-    hard = torch.sum(-targets * F.log_softmax(student_logits.float(), dim=1), dim=1).mean()
-    return weight * soft + (1 - weight) * hard
+    return weight * soft + (1 - weight) * soft_target_loss(student_logits, targets)
 
 
 class Teacher:

@@ -39,3 +39,8 @@ def mix_batch(
     else:
         images = lam * images + (1 - lam) * images[perm]
     return images, lam * targets + (1 - lam) * targets[perm]
+
+
+def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft target rows (label smoothing, mixup, CutMix), averaged over the batch."""
+    return torch.sum(-targets * torch.log_softmax(logits.float(), dim=1), dim=1).mean()
