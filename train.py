@@ -112,6 +112,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=VAL_FRACTION,
         help="fraction of each class's training images held out to choose best.pt (0: none, best.pt = last epoch)",
     )
+    d.add_argument(
+        "--val-fold",
+        type=int,
+        default=None,
+        help="hold out the K-th of the 1/val-fraction disjoint folds instead (k-fold cross-validation; default: none)",
+    )
     d.add_argument("--classes", default=None, help="class ids to use, e.g. 1-20 or 1,5,9-12 (default: all)")
     d.add_argument("--workers", type=int, default=2, help="data-loading processes")
     d.add_argument("--cache", action="store_true", help="use (and build if needed) the packed uint8 cache")

@@ -63,12 +63,10 @@ ROWS: list[tuple[str, str, list[str]]] = [
 ]
 
 
-def train_run(name: str, weights: Path, data_root: Path, runs: Path) -> dict:
+def train_run(run: Path, pretrained: Path, data_root: Path, flags: list[str]) -> dict:
     """`python train.py ...` for one run (resumed if an earlier attempt left a `last.pt`); returns its timing."""
-    file, flags = RUNS[name]
-    run = runs / name
-    args = [sys.executable, str(REPO / "train.py"), "--pretrained", str(weights / file), "--data-root", str(data_root)]
-    args += ["--cache", "--out", str(run), "--no-progress", "--force", *(f.format(runs=runs) for f in flags)]
+    args = [sys.executable, str(REPO / "train.py"), "--pretrained", str(pretrained), "--data-root", str(data_root)]
+    args += ["--cache", "--out", str(run), "--no-progress", "--force", *flags]
     resumed = (run / "last.pt").is_file()
     if resumed:
         args.append("--resume")
@@ -141,7 +139,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             continue
         timing_path = runs / name / "timing.json"
         if not timing_path.is_file():
-            timing = train_run(name, weights, data_root, runs)
+            file, flags = RUNS[name]
+            timing = train_run(runs / name, weights / file, data_root, [f.format(runs=runs) for f in flags])
             write_atomically(timing_path, lambda f, t=timing: f.write(json.dumps(t, indent=2).encode()))
         done[label] = measure(label, number, runs / name, flags) | json.loads(timing_path.read_text())
         print(f"{label}: val {done[label]['val_top1']:.2%}, test {done[label]['test_top1']:.2%}", flush=True)

@@ -147,6 +147,8 @@ class CUB200(torch.utils.data.Dataset):
             next readable sample instead of raising.
         val_fraction: the fraction of each class's training images held out as "val" (stratified).
         val_seed: which images are held out (`carve_validation`).
+        val_fold: None for a seeded random `val_fraction` of each class; k to hold out the k-th of
+            round(1 / val_fraction) disjoint folds (k-fold cross-validation; `carve_validation`).
     """
 
     def __init__(
@@ -161,6 +163,7 @@ class CUB200(torch.utils.data.Dataset):
         skip_unreadable: bool = False,
         val_fraction: float = 0.0,
         val_seed: int = 0,
+        val_fold: int | None = None,
     ) -> None:
         root = Path(root)
         if split not in SPLITS:
@@ -175,7 +178,9 @@ class CUB200(torch.utils.data.Dataset):
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if split == "val" and val_fraction == 0:
             raise ValueError("split 'val' needs val_fraction > 0 (the validation images are carved from train)")
-        self.val_fraction, self.val_seed = val_fraction, val_seed
+        if val_fold is not None:
+            fold_count(val_fraction, val_fold)  # raises on a fraction that is not 1/n or a fold out of range
+        self.val_fraction, self.val_seed, self.val_fold = val_fraction, val_seed, val_fold
         self.unreadable: set[Path] = set()
 
         class_table = _read_table(root / "classes.txt", 1, lambda p: (p[0].strip(),))
@@ -229,7 +234,7 @@ class CUB200(torch.utils.data.Dataset):
                 raise CUBFormatError(f"{root / 'images.txt'}: image {image_id} is listed but missing: {path}")
             samples.append(Sample(image_id, path, label_of[class_id], boxes.get(image_id)))
         if split != "test" and val_fraction > 0:
-            fit, held_out = carve_validation(samples, val_fraction, val_seed)
+            fit, held_out = carve_validation(samples, val_fraction, val_seed, fold=val_fold)
             samples = held_out if split == "val" else fit
         self.samples = samples
 
@@ -268,19 +273,42 @@ class CUB200(torch.utils.data.Dataset):
         raise ImageDecodeError(f"no readable image in {self.root} ({self.split})")
 
 
-def carve_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Split training samples into (train, val): per class, round(fraction x its count) images (at least one
-    when the class has two or more), chosen by a generator seeded by (seed, the image ids of the class), so the
-    choice does not depend on which other classes are loaded. Both lists keep the original order."""
+def fold_count(fraction: float, fold: int) -> int:
+    """The number of cross-validation folds a validation fraction of 1/n means (n); raises ValueError when the
+    fraction is not 1/n for a whole n >= 2 or `fold` is not in [0, n)."""
+    count = round(1 / fraction) if fraction > 0 else 0
+    if count < 2 or abs(count * fraction - 1) > 1e-6:
+        raise ValueError(
+            f"cross-validation folds need a validation fraction of 1/n (0.5, 0.2, 0.1, ...), got {fraction}"
+        )
+    if not 0 <= fold < count:
+        raise ValueError(f"fold must be in [0, {count}) for a validation fraction of {fraction:g}, got {fold}")
+    return count
+
+
+def carve_validation(
+    samples: list[Sample], fraction: float, seed: int, fold: int | None = None
+) -> tuple[list[Sample], list[Sample]]:
+    """Split training samples into (train, val), stratified by class. Each class's image ids are shuffled by a
+    generator seeded by (seed, the class's image ids), so the choice does not depend on which other classes are
+    loaded. With `fold` None, round(fraction x its count) images per class are held out (at least one when the
+    class has two or more); with `fold` k, the shuffled ids are cut into round(1 / fraction) nearly equal
+    contiguous folds and the k-th is held out, so the folds of one seed are disjoint and cover every image
+    once. Both lists keep the original order."""
+    folds = fold_count(fraction, fold) if fold is not None else 0
     by_class: dict[int, list[Sample]] = {}
     for sample in samples:
         by_class.setdefault(sample.label, []).append(sample)
     held_out: set[int] = set()
     for members in by_class.values():
         ids = sorted(s.image_id for s in members)
-        count = min(len(ids) - 1, max(1, round(fraction * len(ids)))) if len(ids) > 1 else 0
         rng = random.Random(f"{seed}:{ids[0]}:{len(ids)}")
-        held_out.update(rng.sample(ids, count))
+        if fold is None:
+            count = min(len(ids) - 1, max(1, round(fraction * len(ids)))) if len(ids) > 1 else 0
+            held_out.update(rng.sample(ids, count))
+        else:
+            rng.shuffle(ids)
+            held_out.update(ids[round(fold * len(ids) / folds) : round((fold + 1) * len(ids) / folds)])
     return [s for s in samples if s.image_id not in held_out], [s for s in samples if s.image_id in held_out]
 
 

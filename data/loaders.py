@@ -100,6 +100,7 @@ def build_dataset(
     log: Callable[[str], None] = print,
     val_fraction: float = 0.0,
     val_seed: int = 0,
+    val_fold: int | None = None,
 ) -> CUB200 | PackedDataset:
     """A CUB-layout split ("train", "val" or "test") with `transform`, read from JPEGs or (with `cache`) from
     the packed cache; "val" is carved from the official training split (`data.cub.carve_validation`)."""
@@ -111,6 +112,7 @@ def build_dataset(
         classes=classes,
         val_fraction=val_fraction,
         val_seed=val_seed,
+        val_fold=val_fold,
     )
     if cache:
         return packed_dataset(dataset, transform, size=cache_size, workers=workers, log=log)

@@ -127,6 +127,27 @@ def test_validation_is_carved_from_train_stratified_seeded_and_disjoint(tiny_syn
         CUB200(tiny_synthetic_root, "val")
 
 
+def test_cross_validation_folds_partition_each_class_and_name_the_flag_when_wrong(tiny_synthetic_root, tmp_path):
+    from data.cub import CUB200
+
+    official = CUB200(tiny_synthetic_root, "train")
+    per_class = {c: sum(1 for s in official.samples if s.label == c) for c in range(4)}
+    folds = [CUB200(tiny_synthetic_root, "val", val_fraction=0.5, val_seed=3, val_fold=k) for k in (0, 1)]
+    held = [[s.image_id for s in f.samples] for f in folds]
+    assert sorted(held[0] + held[1]) == sorted(s.image_id for s in official.samples)  # disjoint, cover all
+    for fold in folds:  # each class split in halves (the larger half first when its count is odd)
+        counts = {c: sum(1 for s in fold.samples if s.label == c) for c in range(4)}
+        assert all(abs(counts[c] - per_class[c] / 2) <= 0.5 for c in range(4))
+    fit = CUB200(tiny_synthetic_root, "train", val_fraction=0.5, val_seed=3, val_fold=1)
+    assert {s.image_id for s in fit.samples} == set(held[0])
+    with pytest.raises(ValueError, match="fraction of 1/n"):
+        CUB200(tiny_synthetic_root, "val", val_fraction=0.3, val_fold=0)
+    with pytest.raises(ValueError, match=r"fold must be in \[0, 2\)"):
+        CUB200(tiny_synthetic_root, "val", val_fraction=0.5, val_fold=2)
+    with pytest.raises(UsageError, match=r"--val-fold 4 with --val-fraction 0.25: fold must be in \[0, 4\)"):
+        train.main(tiny_train_args(tiny_synthetic_root, tmp_path / "r", "--val-fraction", "0.25", "--val-fold", "4"))
+
+
 @pytest.mark.parametrize("fraction", ["0.34", "0"])
 def test_best_checkpoint_is_chosen_on_validation_never_on_test(tiny_synthetic_root, tmp_path, fraction):
     out = tmp_path / "r"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from data.cub import CUB200
+from data.cub import CUB200, fold_count
 from data.loaders import parse_classes
 from mobilenet.tta import Inference
 from training.optim import OPTIMIZERS
@@ -73,6 +73,7 @@ class RunConfig:
     crop: str = "none"
     class_ids: tuple[int, ...] | None = None
     val_fraction: float = VAL_FRACTION
+    val_fold: int | None = None
     workers: int = 2
     cache: bool = False
     scale_min: float = 0.35
@@ -153,6 +154,7 @@ class RunConfig:
             classes=classes,
             val_fraction=self.val_fraction,
             val_seed=self.seed,
+            val_fold=self.val_fold,
         )
 
 
@@ -236,6 +238,11 @@ def check(c: RunConfig) -> None:
     for ok, flag, rule, value in rules:
         if not ok:
             raise UsageError(f"{flag} {rule}, got {value}")
+    if c.val_fold is not None:
+        try:
+            fold_count(c.val_fraction, c.val_fold)
+        except ValueError as error:
+            raise UsageError(f"--val-fold {c.val_fold} with --val-fraction {c.val_fraction:g}: {error}") from None
 
 
 # What may differ between a run and its `--resume`: where and how fast it runs, not what it computes.

@@ -73,6 +73,7 @@ def make_loaders(
             log=log,
             val_fraction=config.val_fraction,
             val_seed=config.seed,
+            val_fold=config.val_fold,
         )
 
     train_set, test_set = split("train", train_tf, train_resolution), split("test", test_tf, test_resolution)

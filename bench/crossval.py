@@ -1,0 +1,190 @@
+"""Choose the fine-tuning recipe by k-fold cross-validation: `python -m bench.crossval` (about 1 h on 2 cores).
+
+cub20 holds 600 training images; a 10% validation split (60 images, one image = 1.7 points) cannot tell a
+good recipe from a lucky one. Cross-validation uses every training image for validation once: the default
+fine-tuning command is trained on each of `--folds` folds (`train.py --val-fraction 1/k --val-fold i`, seed 0,
+validated with one plain pass), and two things are pooled over all out-of-fold images:
+
+1. The validation curve, epoch by epoch: does the last epoch of the schedule do as well as any earlier one?
+   If so, the final model may be trained on all training images for the whole schedule and its last epoch
+   reported (a refit: nothing left to choose, so no image has to be held out).
+2. Each test-time inference of `mobilenet.tta` applied to every fold's last checkpoint, paired image by image
+   with one plain pass. A variant is adopted only if it corrects significantly more images than it breaks
+   (two-sided exact McNemar test, p < 0.05): a cost in MACs needs evidence, not a lucky sign.
+
+The test split is never read. Writes `bench/studies/crossval_cub20.{json,md}`.
+"""
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+import evaluate
+from bench.finegrained import V2_FILE, train_run
+from data.shared import shared_path
+from data.transforms import Normalize
+from mobilenet import load_checkpoint
+from mobilenet.checkpoint import write_atomically
+from mobilenet.tta import Inference
+from training.config import RunConfig
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "studies"
+# name, test resolution as a multiple of the training resolution R, flip averaging, look twice
+VARIANTS = [
+    ("one pass at R", 1.0, False, False),
+    ("one pass at 8R/7 (FixRes)", 8 / 7, False, False),
+    ("flip averaging", 1.0, True, False),
+    ("look twice", 1.0, False, True),
+    ("look twice + flip", 1.0, True, True),
+]
+SIGNIFICANCE = 0.05
+
+
+def mcnemar_p(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value: the chance of a split at least this uneven between images a variant
+    gains and images it loses, were each discordant image a fair coin."""
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def out_of_fold_correct(checkpoint: Path, scale: float, hflip: bool, look_twice: bool) -> tuple[list[bool], float]:
+    """Per validation image of the checkpoint's fold: is the variant's top-1 right; and the summed NLL."""
+    model, info = load_checkpoint(checkpoint)
+    run = RunConfig.from_dict(info["config"])
+    resolution = round(info["data_config"]["resolution"] * scale)
+    dataset = run.dataset("val", evaluate.view_transform("center", resolution))
+    normalize = Normalize(info["data_config"]["mean"], info["data_config"]["std"])
+    applied = Inference(resolution, hflip, look_twice).wrap(model.eval())
+    logits, labels = evaluate.predict(applied, dataset, normalize, torch.device("cpu"), batch_size=32, workers=2)
+    nll = torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+    return (logits.argmax(1) == labels).tolist(), nll
+
+
+def epoch_curve(runs: list[Path]) -> list[dict]:
+    """Out-of-fold validation top-1 and NLL per epoch, pooled over the folds (each weighted by its images)."""
+    curve: dict[int, dict] = {}
+    for run in runs:
+        images = len(RunConfig.from_dict(json.loads((run / "config.json").read_text())).dataset("val", None))
+        for line in (run / "metrics.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            point = curve.setdefault(row["epoch"], {"epoch": row["epoch"], "correct": 0, "images": 0, "nll": 0.0})
+            point["correct"] += round(row["val_top1"] * images)
+            point["images"] += images
+            point["nll"] += row["val_loss"] * images
+    return [dict(p, top1=p["correct"] / p["images"], nll=p["nll"] / p["images"]) for _, p in sorted(curve.items())]
+
+
+def report(curve: list[dict], variants: list[dict], folds: int, command: str) -> str:
+    last, best = curve[-1], max(curve, key=lambda p: (p["correct"], p["epoch"]))
+    lines = [
+        "# The fine-tuning recipe, chosen by cross-validation (`python -m bench.crossval`)",
+        "",
+        f"{folds}-fold cross-validation on cub20's training images, the test split never read. Fold K = 0..{folds - 1}: "
+        f"`{command}`.",
+        "",
+        "## Out-of-fold validation by epoch (one plain pass)",
+        "",
+        "| epoch | correct / images | val top-1 | val NLL |",
+        "|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {p['epoch']} | {p['correct']} / {p['images']} | {p['top1']:.2%} | {p['nll']:.4f} |" for p in curve]
+    lines += [
+        "",
+        f"Best epoch {best['epoch']} ({best['correct']} correct), last epoch {last['epoch']} ({last['correct']}).",
+        "",
+        "## Test-time inference on each fold's last checkpoint, paired with one plain pass",
+        "",
+        "| variant | correct / images | val top-1 | val NLL | gained | lost | McNemar p | adopted |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for v in variants:
+        adopted = "yes" if v["adopted"] else "no"
+        lines.append(
+            f"| {v['variant']} | {v['correct']} / {v['images']} | {v['top1']:.2%} | {v['nll']:.4f} | {v['gained']} | "
+            f"{v['lost']} | {v['p']:.3f} | {adopted} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description="Cross-validate the default fine-tuning recipe on cub20 (resumable).")
+    p.add_argument("--data-root", default=None, help="cub20 root (default: ../shared/data/cub20/CUB_200_2011)")
+    p.add_argument(
+        "--pretrained", default=None, help=f"Google file to fine-tune (default: ../shared/weights/{V2_FILE})"
+    )
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")
+    p.add_argument("--runs", default=str(REPO / "runs" / "crossval"), help="run folders (default: runs/crossval)")
+    p.add_argument("--out", default=str(OUT), help=f"result folder (default: {OUT.relative_to(REPO)})")
+    p.add_argument("train_flags", nargs="*", help="extra train.py flags after --, e.g. -- --mixup 0.2")
+    args = p.parse_args(argv)
+    data_root = Path(args.data_root) if args.data_root else shared_path("data", "cub20", "CUB_200_2011")
+    pretrained = Path(args.pretrained) if args.pretrained else shared_path("weights", V2_FILE)
+    if data_root is None or pretrained is None:
+        sys.exit("bench.crossval: error: cub20 or Google's weights not found: give --data-root and --pretrained")
+    plain = ["--test-scale", "1", "--no-test-hflip", "--no-look-twice"]  # validate each epoch with one pass
+    runs = [Path(args.runs) / f"fold{k}" for k in range(args.folds)]
+    for k, run in enumerate(runs):
+        if not (run / "timing.json").is_file():
+            flags = ["--val-fraction", f"{1 / args.folds:.10g}", "--val-fold", str(k), *plain, *args.train_flags]
+            timing = train_run(run, pretrained, data_root, flags)
+            write_atomically(run / "timing.json", lambda f, t=timing: f.write(json.dumps(t, indent=2).encode()))
+    curve = epoch_curve(runs)
+    per_variant = {}
+    for name, scale, hflip, look_twice in VARIANTS:
+        correct: list[bool] = []
+        nll = 0.0
+        for run in runs:
+            fold_correct, fold_nll = out_of_fold_correct(run / "last.pt", scale, hflip, look_twice)
+            correct += fold_correct
+            nll += fold_nll
+        per_variant[name] = (correct, nll)
+        print(f"{name}: {sum(correct)} / {len(correct)}", flush=True)
+    baseline, _ = per_variant[VARIANTS[0][0]]
+    if sum(baseline) != curve[-1]["correct"]:  # evaluation here and train.py's last validation must agree
+        raise RuntimeError(f"one pass: {sum(baseline)} correct here, {curve[-1]['correct']} in the runs' metrics")
+    variants = []
+    for name, (correct, nll) in per_variant.items():
+        gained = sum(c and not b for c, b in zip(correct, baseline, strict=True))
+        lost = sum(b and not c for c, b in zip(correct, baseline, strict=True))
+        pvalue = mcnemar_p(gained, lost)
+        variants.append(
+            dict(
+                variant=name,
+                correct=sum(correct),
+                images=len(correct),
+                top1=sum(correct) / len(correct),
+                nll=nll / len(correct),
+                gained=gained,
+                lost=lost,
+                p=pvalue,
+                adopted=gained > lost and pvalue < SIGNIFICANCE,
+            )
+        )
+    timings = [json.loads((run / "timing.json").read_text()) for run in runs]
+    command = " ".join(["python", "train.py", *timings[0]["command"].split()[2:]]).replace(
+        "--val-fold 0", "--val-fold K"
+    )
+    for folder, label in ((Path(args.runs), "RUNS"), (pretrained.parent, "WEIGHTS"), (data_root, "CUB20")):
+        command = command.replace(str(folder.resolve()), label).replace(str(folder), label)
+    result = dict(folds=args.folds, command=command, curve=curve, variants=variants, timings=timings)
+    for timing in timings:
+        timing.pop("command")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = report(curve, variants, args.folds, command)
+    write_atomically(out / "crossval_cub20.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
+    write_atomically(out / "crossval_cub20.md", lambda f: f.write(text.encode()))
+    print(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()
