@@ -209,7 +209,10 @@ def write_pictures(
     metrics_file = run_dir / "metrics.jsonl"
     if metrics_file.exists():
         rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-        plots.plot_training_curves(rows, out / "training_curves.png")
+        lrs = None  # the schedule of every step, from the run's record when the curve starts at epoch 1
+        if rows and rows[0]["epoch"] == 1 and info.get("config"):
+            lrs = RunConfig.from_dict(info["config"]).lr_per_step(rows[0]["step"])
+        plots.plot_training_curves(rows, out / "training_curves.png", lrs)
     step = max(1, len(dataset) // max(1, args.gradcam))
     picks = list(range(0, len(dataset), step))[: args.gradcam]
     images = torch.stack([dataset[i][0] for i in picks])

@@ -53,7 +53,7 @@ from training.runtime import (
     tune_malloc,
     wrap_distributed,
 )
-from training.schedules import SCHEDULES, Schedule
+from training.schedules import SCHEDULES
 from training.state import RunState
 
 __all__ = ["UsageError", "evaluate", "get_args_parser", "main", "train_one_epoch"]
@@ -282,17 +282,7 @@ def make_optimizer(
     """The optimizer over the model's parameter groups and its per-iteration learning-rate schedule."""
     groups = parameter_groups(model, config.weight_decay, config.no_decay_bn_bias, config.head_lr_mult)
     optimizer = create_optimizer(config.optimizer, groups, config.lr, config.momentum)
-    schedule = Schedule(
-        config.schedule,
-        config.epochs,
-        steps_per_epoch,
-        config.warmup_epochs,
-        min_factor=config.min_lr_factor,
-        step_size=config.step_size,
-        gamma=config.gamma,
-        milestones=list(config.milestones),
-    )
-    return optimizer, schedule.scheduler(optimizer)
+    return optimizer, config.lr_schedule(steps_per_epoch).scheduler(optimizer)
 
 
 def train_one_epoch(

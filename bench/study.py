@@ -5,7 +5,7 @@ Every row is trained by `train.py` itself, on the same data, with the same seed 
 
 - from Google's ImageNet files (`../shared/weights`): V1 1.0/224 (the embedding-extractor file, no
   classifier), V1 0.75/192, 0.5/160, 0.25/128 and V2 1.0/224, all with the fine-tuning recipe;
-- from scratch: V1 1.0/224 and V2 1.0/224, with the from-scratch recipe for the same 20 epochs.
+- from scratch: V1 1.0/224 and V2 1.0/224, with the from-scratch recipe for the same 10 epochs (`EPOCHS`).
 
 For each row: test top-1/top-5 of `best.pt` (chosen on validation), parameters, MACs (fvcore), CPU latency
 of the BN-folded fp32 fast path and of int8 (PT2E, compiled) at batch 1 and 32 (median of interleaved

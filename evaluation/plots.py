@@ -4,10 +4,12 @@ Each function takes plain data (lists, tensors, uint8 HWC arrays) and a path, an
 """
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DPI = 100
 
@@ -166,26 +168,38 @@ def plot_confused_pairs(pairs: list[dict], path) -> Path:
     return _save(fig, path)
 
 
-def plot_training_curves(rows: list[dict], path) -> Path:
-    """Loss, top-1 and learning rate per epoch from a run's metrics.jsonl."""
+def plot_training_curves(rows: list[dict], path, lr_per_step: Sequence[float] | None = None) -> Path:
+    """Loss and top-1 per epoch from a run's metrics.jsonl; the learning rate of every step when
+    `lr_per_step` is given (`RunConfig.lr_per_step`: warm-up and decay as the optimizer saw them), with the
+    end-of-epoch values the run recorded as dots."""
     epochs = [r["epoch"] for r in rows]
     fig, (loss, acc, lr) = _subplots(1, 3, figsize=(15, 4.5))
-    loss.plot(epochs, [r["train_loss"] for r in rows], label="train")
+    loss.plot(epochs, [r["train_loss"] for r in rows], marker=".", label="train")
     tested = [r for r in rows if r.get("test_loss") is not None]
-    loss.plot([r["epoch"] for r in tested], [r["test_loss"] for r in tested], label="test")
+    loss.plot([r["epoch"] for r in tested], [r["test_loss"] for r in tested], marker=".", label="test")
     loss.set_title("loss")
-    acc.plot(epochs, [r["train_acc"] for r in rows], label="train top-1")
-    acc.plot([r["epoch"] for r in tested], [r["test_top1"] for r in tested], label="test top-1")
-    acc.plot([r["epoch"] for r in tested], [r["test_top5"] for r in tested], label="test top-5", linestyle="--")
-    acc.set_ylim(0, 1)
+    acc.plot(epochs, [r["train_acc"] for r in rows], marker=".", label="train top-1 (random crops, during the epoch)")
+    acc.plot([r["epoch"] for r in tested], [r["test_top1"] for r in tested], marker=".", label="test top-1")
+    acc.plot([r["epoch"] for r in tested], [r["test_top5"] for r in tested], linestyle="--", label="test top-5")
+    validated = [r for r in rows if r.get("val_top1") is not None]
+    if validated:
+        acc.plot([r["epoch"] for r in validated], [r["val_top1"] for r in validated], marker=".", label="val top-1")
+    acc.set_ylim(0, 1.02)
     acc.set_title("accuracy")
-    lr.plot(epochs, [r["lr"] for r in rows])
-    lr.set_title("learning rate (end of epoch)")
+    if lr_per_step:
+        steps_per_epoch = len(lr_per_step) / max(epochs[-1], 1)
+        lr.plot([s / steps_per_epoch for s in range(len(lr_per_step))], lr_per_step, label="every step")
+        lr.set_title("learning rate")
+    lr.plot(epochs, [r["lr"] for r in rows], "o", markersize=4, label="end of epoch (recorded)")
+    if not lr_per_step:
+        lr.set_title("learning rate (end of epoch)")
     for ax in (loss, acc, lr):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     loss.legend()
-    acc.legend()
+    acc.legend(loc="lower right", fontsize=8)
+    lr.legend(fontsize=8)
     fig.subplots_adjust(left=0.05, right=0.98, top=0.9, bottom=0.12, wspace=0.25)
     return _save(fig, path)
 

@@ -148,6 +148,19 @@ def test_cross_validation_folds_partition_each_class_and_name_the_flag_when_wron
         train.main(tiny_train_args(tiny_synthetic_root, tmp_path / "r", "--val-fraction", "0.25", "--val-fold", "4"))
 
 
+def test_the_plotted_schedule_is_the_learning_rate_the_optimizer_used(tiny_synthetic_root, tmp_path):
+    out = tmp_path / "r"
+    train.main(tiny_train_args(tiny_synthetic_root, out, "--epochs", "3", "--warmup-epochs", "1.5"))
+    rows = [__import__("json").loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    config = RunConfig.from_dict(__import__("json").loads((out / "config.json").read_text()))
+    steps = rows[0]["step"]
+    lrs = config.lr_per_step(steps)
+    assert len(lrs) == 3 * steps and lrs[0] == pytest.approx(0.05 * 0.01)  # warm-up starts at 1% of --lr
+    for row in rows[:-1]:  # the optimizer's lr when each epoch ended = the schedule at that step
+        assert lrs[row["step"]] == pytest.approx(row["lr"], rel=1e-6)
+    assert max(lrs) == pytest.approx(0.05, rel=0.05) and rows[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
 @pytest.mark.parametrize("fraction", ["0.34", "0"])
 def test_best_checkpoint_is_chosen_on_validation_never_on_test(tiny_synthetic_root, tmp_path, fraction):
     out = tmp_path / "r"

@@ -19,7 +19,7 @@ from data.cub import CUB200, fold_count
 from data.loaders import parse_classes
 from mobilenet.tta import Inference
 from training.optim import OPTIMIZERS
-from training.schedules import SCHEDULES
+from training.schedules import SCHEDULES, Schedule
 
 # Values both recipes share (batch 32 per process, SGD, label smoothing, random-resized crops of 35-100%).
 COMMON: dict[str, Any] = dict(
@@ -134,6 +134,24 @@ class RunConfig:
             if kept.get(key) is not None:
                 kept[key] = tuple(kept[key])
         return cls(**kept)
+
+    def lr_schedule(self, steps_per_epoch: int) -> Schedule:
+        """This run's learning-rate schedule: a factor of `lr` for every optimizer step."""
+        return Schedule(
+            self.schedule,
+            self.epochs,
+            steps_per_epoch,
+            self.warmup_epochs,
+            min_factor=self.min_lr_factor,
+            step_size=self.step_size,
+            gamma=self.gamma,
+            milestones=list(self.milestones),
+        )
+
+    def lr_per_step(self, steps_per_epoch: int) -> list[float]:
+        """The learning rate of every optimizer step of the run, warm-up included (for plots)."""
+        schedule = self.lr_schedule(steps_per_epoch)
+        return [self.lr * schedule.factor(step) for step in range(self.epochs * steps_per_epoch)]
 
     @property
     def inference(self) -> Inference:
