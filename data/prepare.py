@@ -13,6 +13,7 @@ own (anonymous) memory does not grow with the size of the cache file.
 """
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -215,16 +216,8 @@ def _open_or_build(
         log(f"packed cache {index_path} is stale (its source changed): rebuilding")
     else:
         log(f"building packed cache {index_path} ({len(dataset)} images at {size}px)")
-    source = CUB200(
-        dataset.root,
-        dataset.split,
-        crop=dataset.crop,
-        classes=dataset.class_ids,
-        bbox_margin=dataset.bbox_margin,
-        skip_unreadable=dataset.skip_unreadable,
-        val_fraction=dataset.val_fraction,
-        val_seed=dataset.val_seed,
-    )
+    source = copy.copy(dataset)  # the very same images (split, classes, validation fold), decoded raw
+    source.transform = None
     return PackedDataset(build_cache(source, size, cache_dir, workers), transform)
 
 

@@ -97,3 +97,13 @@ def test_channel_stats_by_hand():
     images = [torch.zeros(3, 2, 2, dtype=torch.uint8), torch.full((3, 2, 2), 255, dtype=torch.uint8)]
     mean, std = channel_stats(images)
     assert mean == pytest.approx([0.5] * 3) and std == pytest.approx([0.5] * 3)
+
+
+def test_the_packed_cache_holds_the_same_images_as_the_dataset_for_every_validation_fold(tiny_synthetic_root, tmp_path):
+    # Regression: the cache once rebuilt its source without the fold, so every fold trained on one split.
+    for split in ("train", "val"):
+        for fold in (0, 1):
+            dataset = CUB200(tiny_synthetic_root, split, val_fraction=0.5, val_seed=0, val_fold=fold)
+            packed = packed_dataset(dataset, size=32, cache_dir=tmp_path, workers=0, log=lambda _: None)
+            assert packed.paths == [str(s.path) for s in dataset.samples]
+            assert f"fold{fold}" in packed.index_path.name
