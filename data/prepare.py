@@ -59,6 +59,14 @@ def _cache_paths(dataset: CUB200, size: int, cache_dir: Path) -> tuple[Path, Pat
     return folder / f"{stem}.npy", folder / f"{stem}.json"
 
 
+def _shown(path: Path) -> str:
+    """The path relative to the working directory when it lies inside it (logs without machine paths)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _pack_box(box, height: int, width: int, size: int) -> list[float] | None:
     """Map a box (x, y, w, h) of the original image into the packed square's coordinates (clipped)."""
     if box is None:
@@ -213,9 +221,9 @@ def _open_or_build(
         stored = json.loads(index_path.read_text(encoding="utf-8"))["signature"]
         if stored == _signature(dataset, size):
             return PackedDataset(index_path, transform)
-        log(f"packed cache {index_path} is stale (its source changed): rebuilding")
+        log(f"packed cache {_shown(index_path)} is stale (its source changed): rebuilding")
     else:
-        log(f"building packed cache {index_path} ({len(dataset)} images at {size}px)")
+        log(f"building packed cache {_shown(index_path)} ({len(dataset)} images at {size}px)")
     source = copy.copy(dataset)  # the very same images (split, classes, validation fold), decoded raw
     source.transform = None
     return PackedDataset(build_cache(source, size, cache_dir, workers), transform)
