@@ -53,7 +53,7 @@ def _cache_paths(dataset: CUB200, size: int, cache_dir: Path) -> tuple[Path, Pat
     key = hashlib.sha256(f"{dataset.root.resolve()}|{dataset.crop}|{dataset.class_ids}".encode()).hexdigest()[:12]
     folder = cache_dir / key
     stem = f"{dataset.split}-{size}"
-    if dataset.split != "test" and dataset.val_fraction > 0:  # the held-out images depend on these two
+    if dataset.split != "test" and dataset.val_fraction > 0:  # the held-out images depend on these
         fold = f"-fold{dataset.val_fold}" if dataset.val_fold is not None else ""
         stem = f"{dataset.split}-val{dataset.val_fraction:g}{fold}-seed{dataset.val_seed}-{size}"
     return folder / f"{stem}.npy", folder / f"{stem}.json"
