@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilenet.checkpoint import CheckpointError, load_checkpoint
+from mobilenet.inference import optimize_for_inference
 from training.mixing import soft_target_loss
 
 
@@ -46,9 +47,9 @@ class Teacher:
                 f"--teacher {path}: trained on {len(info['class_names'])} classes "
                 f"({info['class_names'][0]}, ...), this run has {len(class_names)} ({class_names[0]}, ...)"
             )
-        self.model: nn.Module = model.to(device).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        # The teacher only runs forward, once per training batch: its batch norms are folded and its tensors
+        # channels_last, the serving fast path (the same function to 1e-4, and most of a distilled epoch's time).
+        self.model: nn.Module = optimize_for_inference(model.to(device), channels_last=True)
         data = info["data_config"]
         self.resolution = int(data["resolution"])
         self.student_resolution = int(student_data_config["resolution"])
