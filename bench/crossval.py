@@ -169,8 +169,10 @@ def main(argv: list[str] | None = None) -> dict:
             )
         )
     timings = [json.loads((run / "timing.json").read_text()) for run in runs]
-    command = " ".join(["python", "train.py", *timings[0]["command"].split()[2:]]).replace(
-        "--val-fold 0", "--val-fold K"
+    command = (
+        " ".join(["python", "train.py", *timings[0]["command"].split()[2:]])
+        .replace("--val-fold 0", "--val-fold K")
+        .replace("/fold0 ", "/foldK ")
     )
     for folder, label in ((Path(args.runs), "RUNS"), (pretrained.parent, "WEIGHTS"), (data_root, "CUB20")):
         command = command.replace(str(folder.resolve()), label).replace(str(folder), label)
