@@ -35,7 +35,7 @@ from mobilenet.checkpoint import CheckpointError
 from mobilenet.common import NORMALIZATIONS, MobileNetBase
 from mobilenet.pretrained import calibrate_batchnorm, load_pretrained
 from mobilenet.tflite import TFLiteImportError
-from training.config import RECIPE_KEYS, RECIPES, VAL_FRACTION, RunConfig, UsageError, resolve_config
+from training.config import RECIPE_KEYS, RECIPES, RunConfig, UsageError, resolve_config
 from training.data import make_loaders
 from training.distill import Teacher, distillation_loss
 from training.ema import ModelEMA
@@ -109,7 +109,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--val-fraction",
         type=float,
-        default=VAL_FRACTION,
+        default=None,
         help="fraction of each class's training images held out to choose best.pt (0: none, best.pt = last epoch)",
     )
     d.add_argument(

@@ -1,7 +1,7 @@
 """The V1-versus-V2 study on cub20, on equal footing: `python -m bench.study` (resumable; about 1.5 h on 2 cores).
 
 Every row is trained by `train.py` itself, on the same data, with the same seed (0) and validation split
-(`--val-fraction 0.1`), and evaluated the same way:
+(`--val-fraction 0.1`), and evaluated the same way (one plain pass at the training resolution):
 
 - from Google's ImageNet files (`../shared/weights`): V1 1.0/224 (the embedding-extractor file, no
   classifier), V1 0.75/192, 0.5/160, 0.25/128 and V2 1.0/224, all with the fine-tuning recipe;
@@ -52,6 +52,7 @@ def train_row(arch: str, width: float, resolution: int, weights: Path | None, da
     """`python train.py ...` for one row, resuming when an earlier attempt left a `last.pt`."""
     args = [sys.executable, str(REPO / "train.py"), "--data-root", str(data_root), "--cache", "--seed", "0", "--force"]
     args += ["--epochs", str(EPOCHS), "--val-fraction", "0.1", "--out", str(run), "--no-progress"]
+    args += ["--no-test-hflip", "--no-look-twice"]  # one plain pass, as every row was measured
     if weights is not None:
         args += ["--pretrained", str(weights)]
     else:

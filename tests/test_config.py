@@ -37,6 +37,10 @@ def test_resolve_is_pure_and_fills_recipe_values():
         pretrained_resolution=160,
     )
     assert (tuned.recipe, tuned.arch, tuned.width, tuned.resolution, tuned.lr) == ("finetune", "v1", 0.5, 160, 0.005)
+    # Fine-tuning refits on every training image (chosen by bench.crossval); from scratch holds 10% out.
+    assert (tuned.val_fraction, a.val_fraction, builtin.val_fraction) == (0.0, 0.1, 0.1)
+    # ... and tests by looking twice with flip averaging (also chosen by bench.crossval); from scratch: one pass.
+    assert (tuned.look_twice, tuned.test_hflip, a.look_twice, a.test_hflip) == (True, True, False, False)
     with pytest.raises(UsageError, match="--width 1.0 does not match --pretrained x.tflite"):
         resolve_config(
             flags("--pretrained", "x.tflite", "--width", "1.0"),
