@@ -190,7 +190,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="continue from a checkpoint (default with no value: OUT/last.pt)",
     )
     r.add_argument("--force", action="store_true", help="start over in an --out folder that holds a run")
-    r.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (and always after the last)")
+    r.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        help="evaluate every N epochs and after the last (default: 1 with a validation split, 5 without)",
+    )
     r.add_argument(
         "--config",
         default=None,

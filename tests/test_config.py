@@ -41,6 +41,12 @@ def test_resolve_is_pure_and_fills_recipe_values():
     assert (tuned.val_fraction, a.val_fraction, builtin.val_fraction) == (0.0, 0.1, 0.1)
     # ... and tests by looking twice with flip averaging (also chosen by bench.crossval); from scratch: one pass.
     assert (tuned.look_twice, tuned.test_hflip, a.look_twice, a.test_hflip) == (True, True, False, False)
+    # Without a validation split the test curve is drawn every 5 epochs; with one, every epoch (or as asked).
+    held_out = resolve_config(
+        flags("--pretrained", "x.tflite", "--val-fraction", "0.1"), data_root="/d", builtin_data=False
+    )
+    asked = resolve_config(flags("--pretrained", "x.tflite", "--eval-every", "2"), data_root="/d", builtin_data=False)
+    assert (tuned.eval_every, a.eval_every, held_out.eval_every, asked.eval_every) == (5, 1, 1, 2)
     with pytest.raises(UsageError, match="--width 1.0 does not match --pretrained x.tflite"):
         resolve_config(
             flags("--pretrained", "x.tflite", "--width", "1.0"),
