@@ -50,9 +50,10 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "student": (STUDENT_FILE, HELD_OUT),
     "student-distilled": (STUDENT_FILE, [*HELD_OUT, "--teacher", "{runs}/default/best.pt"]),
     # The refit protocol (bench.crossval): all training images, the last epoch; nothing is chosen, so there is
-    # no validation column. The students keep one pass (a phone's budget). The distilled student follows Beyer et al. 2022's function matching, fixed before
-    # any run: the teacher's soft targets only (no labels), aggressive mixup, 3x the epochs. Its twins train as
-    # long, alone: with the same mixup, and with the default augmentation (the better twin is the reference).
+    # no validation column. The students keep one pass (a phone's budget). The distilled student follows
+    # Beyer et al. 2022's function matching, fixed before any run: the teacher's soft targets only (no labels),
+    # aggressive mixup, 3x the epochs. Its twins train as long, alone: with the same mixup, and with the
+    # default augmentation (the better twin is the reference).
     "refit": (V2_FILE, REFIT),
     "student-refit": (STUDENT_FILE, [*REFIT, *PATIENT]),
     "student-refit-mixup": (STUDENT_FILE, [*REFIT, *PATIENT, *MIXUP]),
