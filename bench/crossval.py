@@ -12,7 +12,11 @@ validated with one plain pass), and two things are pooled over all out-of-fold i
    with one plain pass. A variant is adopted only if it corrects significantly more images than it breaks
    (two-sided exact McNemar test, p < 0.05): a cost in MACs needs evidence, not a lucky sign.
 
-The test split is never read. Writes `bench/studies/crossval_cub20.{json,md}`.
+With `--against OTHER_RUNS` (another recipe's folds, e.g. `-- --resolution 320` against the default's), each
+variant is also paired with the same variant of the other recipe on the same out-of-fold images, under the same
+rule: this recipe is better only if it gains significantly more images than it loses.
+
+The test split is never read. Writes `bench/studies/NAME.{json,md}` (`--name`, default crossval_cub20).
 """
 
 import argparse
@@ -68,6 +72,45 @@ def out_of_fold_correct(checkpoint: Path, scale: float, hflip: bool, look_twice:
     return (logits.argmax(1) == labels).tolist(), nll
 
 
+def validation_images(run: Path) -> list[str]:
+    """The run's out-of-fold images, in the order they are evaluated."""
+    config = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+    return [str(sample.image_id) for sample in config.dataset("val", None).samples]
+
+
+def variants_correct(runs: list[Path]) -> dict[str, tuple[list[bool], float]]:
+    """Each variant's per-image top-1 over every fold's out-of-fold images, and its summed NLL."""
+    per_variant = {}
+    for name, scale, hflip, look_twice in VARIANTS:
+        correct: list[bool] = []
+        nll = 0.0
+        for run in runs:
+            fold_correct, fold_nll = out_of_fold_correct(run / "last.pt", scale, hflip, look_twice)
+            correct += fold_correct
+            nll += fold_nll
+        per_variant[name] = (correct, nll)
+        print(f"{name} ({runs[0].parent.name}): {sum(correct)} / {len(correct)}", flush=True)
+    return per_variant
+
+
+def paired(name: str, correct: list[bool], nll: float, baseline: list[bool]) -> dict:
+    """A variant's out-of-fold result paired image by image with a baseline's: gained, lost, McNemar p."""
+    gained = sum(c and not b for c, b in zip(correct, baseline, strict=True))
+    lost = sum(b and not c for c, b in zip(correct, baseline, strict=True))
+    pvalue = mcnemar_p(gained, lost)
+    return dict(
+        variant=name,
+        correct=sum(correct),
+        images=len(correct),
+        top1=sum(correct) / len(correct),
+        nll=nll / len(correct),
+        gained=gained,
+        lost=lost,
+        p=pvalue,
+        adopted=gained > lost and pvalue < SIGNIFICANCE,
+    )
+
+
 def epoch_curve(runs: list[Path]) -> list[dict]:
     """Out-of-fold validation top-1 and NLL per epoch, pooled over the folds (each weighted by its images)."""
     curve: dict[int, dict] = {}
@@ -75,6 +118,8 @@ def epoch_curve(runs: list[Path]) -> list[dict]:
         images = len(RunConfig.from_dict(json.loads((run / "config.json").read_text())).dataset("val", None))
         for line in (run / "metrics.jsonl").read_text().splitlines():
             row = json.loads(line)
+            if "val_top1" not in row:  # an epoch that was not evaluated (--eval-every)
+                continue
             point = curve.setdefault(row["epoch"], {"epoch": row["epoch"], "correct": 0, "images": 0, "nll": 0.0})
             point["correct"] += round(row["val_top1"] * images)
             point["images"] += images
@@ -114,6 +159,24 @@ def report(curve: list[dict], variants: list[dict], folds: int, command: str) ->
     return "\n".join(lines) + "\n"
 
 
+def report_against(against: list[dict], other: str) -> str:
+    lines = [
+        "",
+        f"## Against `{other}`: each variant paired with the same variant there, on the same images",
+        "",
+        "| variant | correct here / images | there | gained | lost | McNemar p | better here |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for v in against:
+        there = v["correct"] - v["gained"] + v["lost"]
+        better = "yes" if v["adopted"] else "no"
+        lines.append(
+            f"| {v['variant']} | {v['correct']} / {v['images']} | {there} | {v['gained']} | {v['lost']} | "
+            f"{v['p']:.3f} | {better} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description="Cross-validate the default fine-tuning recipe on cub20 (resumable).")
     p.add_argument("--data-root", default=None, help="cub20 root (default: ../shared/data/cub20/CUB_200_2011)")
@@ -123,6 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")
     p.add_argument("--runs", default=str(REPO / "runs" / "crossval"), help="run folders (default: runs/crossval)")
     p.add_argument("--out", default=str(OUT), help=f"result folder (default: {OUT.relative_to(REPO)})")
+    p.add_argument("--against", default=None, help="another recipe's fold folders to pair with (default: none)")
+    p.add_argument("--name", default="crossval_cub20", help="result file name (default: crossval_cub20)")
     p.add_argument("train_flags", nargs="*", help="extra train.py flags after --, e.g. -- --mixup 0.2")
     args = p.parse_args(argv)
     data_root = Path(args.data_root) if args.data_root else shared_path("data", "cub20", "CUB_200_2011")
@@ -137,37 +202,20 @@ def main(argv: list[str] | None = None) -> dict:
             timing = train_run(run, pretrained, data_root, flags)
             write_atomically(run / "timing.json", lambda f, t=timing: f.write(json.dumps(t, indent=2).encode()))
     curve = epoch_curve(runs)
-    per_variant = {}
-    for name, scale, hflip, look_twice in VARIANTS:
-        correct: list[bool] = []
-        nll = 0.0
-        for run in runs:
-            fold_correct, fold_nll = out_of_fold_correct(run / "last.pt", scale, hflip, look_twice)
-            correct += fold_correct
-            nll += fold_nll
-        per_variant[name] = (correct, nll)
-        print(f"{name}: {sum(correct)} / {len(correct)}", flush=True)
+    per_variant = variants_correct(runs)
     baseline, _ = per_variant[VARIANTS[0][0]]
     if sum(baseline) != curve[-1]["correct"]:  # evaluation here and train.py's last validation must agree
         raise RuntimeError(f"one pass: {sum(baseline)} correct here, {curve[-1]['correct']} in the runs' metrics")
-    variants = []
-    for name, (correct, nll) in per_variant.items():
-        gained = sum(c and not b for c, b in zip(correct, baseline, strict=True))
-        lost = sum(b and not c for c, b in zip(correct, baseline, strict=True))
-        pvalue = mcnemar_p(gained, lost)
-        variants.append(
-            dict(
-                variant=name,
-                correct=sum(correct),
-                images=len(correct),
-                top1=sum(correct) / len(correct),
-                nll=nll / len(correct),
-                gained=gained,
-                lost=lost,
-                p=pvalue,
-                adopted=gained > lost and pvalue < SIGNIFICANCE,
-            )
-        )
+    variants = [paired(name, correct, nll, baseline) for name, (correct, nll) in per_variant.items()]
+    against = []
+    if args.against:
+        other_runs = [Path(args.against) / f"fold{k}" for k in range(args.folds)]
+        for run, other in zip(runs, other_runs, strict=True):
+            if validation_images(run) != validation_images(other):
+                raise RuntimeError(f"{run} and {other} do not validate on the same images")
+        for name, (other_correct, _) in variants_correct(other_runs).items():
+            correct, nll = per_variant[name]
+            against.append(paired(name, correct, nll, other_correct))
     timings = [json.loads((run / "timing.json").read_text()) for run in runs]
     command = (
         " ".join(["python", "train.py", *timings[0]["command"].split()[2:]])
@@ -177,13 +225,17 @@ def main(argv: list[str] | None = None) -> dict:
     for folder, label in ((Path(args.runs), "RUNS"), (pretrained.parent, "WEIGHTS"), (data_root, "CUB20")):
         command = command.replace(str(folder.resolve()), label).replace(str(folder), label)
     result = dict(folds=args.folds, command=command, curve=curve, variants=variants, timings=timings)
+    if args.against:
+        result.update(against=str(args.against), against_variants=against)
     for timing in timings:
         timing.pop("command")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text = report(curve, variants, args.folds, command)
-    write_atomically(out / "crossval_cub20.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
-    write_atomically(out / "crossval_cub20.md", lambda f: f.write(text.encode()))
+    if args.against:
+        text += report_against(against, Path(args.against).name)
+    write_atomically(out / f"{args.name}.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
+    write_atomically(out / f"{args.name}.md", lambda f: f.write(text.encode()))
     print(text)
     return result
 
