@@ -124,7 +124,12 @@ def epoch_curve(runs: list[Path]) -> list[dict]:
             point["correct"] += round(row["val_top1"] * images)
             point["images"] += images
             point["nll"] += row["val_loss"] * images
-    return [dict(p, top1=p["correct"] / p["images"], nll=p["nll"] / p["images"]) for _, p in sorted(curve.items())]
+    total = max(p["images"] for p in curve.values())  # epochs some fold did not evaluate are left out
+    return [
+        dict(p, top1=p["correct"] / p["images"], nll=p["nll"] / p["images"])
+        for _, p in sorted(curve.items())
+        if p["images"] == total
+    ]
 
 
 def report(curve: list[dict], variants: list[dict], folds: int, command: str) -> str:
@@ -221,12 +226,13 @@ def main(argv: list[str] | None = None) -> dict:
         " ".join(["python", "train.py", *timings[0]["command"].split()[2:]])
         .replace("--val-fold 0", "--val-fold K")
         .replace("/fold0 ", "/foldK ")
+        .replace(" --resume", "")  # a fold resumed after an interruption trained as the others did
     )
     for folder, label in ((Path(args.runs), "RUNS"), (pretrained.parent, "WEIGHTS"), (data_root, "CUB20")):
         command = command.replace(str(folder.resolve()), label).replace(str(folder), label)
     result = dict(folds=args.folds, command=command, curve=curve, variants=variants, timings=timings)
     if args.against:
-        result.update(against=str(args.against), against_variants=against)
+        result.update(against=Path(args.against).name, against_variants=against)
     for timing in timings:
         timing.pop("command")
     out = Path(args.out)

@@ -53,3 +53,4 @@ def test_recipes_compared_on_the_same_folds_validate_the_same_images(tiny_synthe
     assert validation_images(plain) == validation_images(sparse)
     assert not set(validation_images(plain)) & set(validation_images(other_fold))  # folds are disjoint
     assert [p["epoch"] for p in epoch_curve([sparse])] == [2, 3]  # epoch 1 was not evaluated
+    assert [p["epoch"] for p in epoch_curve([plain, sparse])] == [2]  # only epochs every fold evaluated are pooled
