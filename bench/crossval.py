@@ -115,7 +115,7 @@ def epoch_curve(runs: list[Path]) -> list[dict]:
     """Out-of-fold validation top-1 and NLL per epoch, pooled over the folds (each weighted by its images)."""
     curve: dict[int, dict] = {}
     for run in runs:
-        images = len(RunConfig.from_dict(json.loads((run / "config.json").read_text())).dataset("val", None))
+        images = len(validation_images(run))
         for line in (run / "metrics.jsonl").read_text().splitlines():
             row = json.loads(line)
             if "val_top1" not in row:  # an epoch that was not evaluated (--eval-every)
@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise RuntimeError(f"one pass: {sum(baseline)} correct here, {curve[-1]['correct']} in the runs' metrics")
     variants = [paired(name, correct, nll, baseline) for name, (correct, nll) in per_variant.items()]
     against = []
+    other_name = Path(args.against).name if args.against else None
     if args.against:
         other_runs = [Path(args.against) / f"fold{k}" for k in range(args.folds)]
         for run, other in zip(runs, other_runs, strict=True):
@@ -232,14 +233,14 @@ def main(argv: list[str] | None = None) -> dict:
         command = command.replace(str(folder.resolve()), label).replace(str(folder), label)
     result = dict(folds=args.folds, command=command, curve=curve, variants=variants, timings=timings)
     if args.against:
-        result.update(against=Path(args.against).name, against_variants=against)
+        result.update(against=other_name, against_variants=against)
     for timing in timings:
         timing.pop("command")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text = report(curve, variants, args.folds, command)
-    if args.against:
-        text += report_against(against, Path(args.against).name)
+    if other_name:
+        text += report_against(against, other_name)
     write_atomically(out / f"{args.name}.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     write_atomically(out / f"{args.name}.md", lambda f: f.write(text.encode()))
     print(text)
