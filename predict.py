@@ -31,7 +31,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "unreadable (each reported), 2 usage error.",
     )
     p.add_argument("images", nargs="+", help="image files, or folders searched with their sub-folders")
-    p.add_argument("--checkpoint", required=True, help="train.py checkpoint (.pt) or export.py model (.onnx)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="train.py checkpoint (.pt), export.py model (.onnx), or a published model as it is: a Google .tflite "
+        "with its labels file beside it, or inat-birds (names 964 bird species with no training)",
+    )
     p.add_argument("--top-k", type=int, default=5, help="classes to show per image (default: 5)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")

@@ -142,7 +142,12 @@ def create_app(
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Serve a trained MobileNet over HTTP (FastAPI + uvicorn).")
-    p.add_argument("--checkpoint", required=True, help="train.py checkpoint (.pt) or export.py model (.onnx)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="train.py checkpoint (.pt), export.py model (.onnx), or a published model as it is: a Google .tflite "
+        "with its labels file beside it, or inat-birds (names 964 bird species with no training)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--max-bytes", type=int, default=MAX_BYTES, help=f"largest upload in bytes (default: {MAX_BYTES})")

@@ -33,7 +33,7 @@ from data.loaders import find_data_root, parse_classes
 from mobilenet import create_model
 from mobilenet.checkpoint import CheckpointError
 from mobilenet.common import NORMALIZATIONS, MobileNetBase
-from mobilenet.pretrained import calibrate_batchnorm, load_pretrained
+from mobilenet.pretrained import NAMED_STARTS, calibrate_batchnorm, load_pretrained, species_head, transplant_head
 from mobilenet.tflite import TFLiteImportError
 from training.config import RECIPE_KEYS, RECIPES, RunConfig, UsageError, resolve_config
 from training.data import make_loaders
@@ -90,7 +90,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--pretrained",
         default=None,
-        help="a .tflite / torchvision .pth / timm .pth or .safetensors file, or 'imagenet' (default: none, from scratch)",
+        help="a .tflite / torchvision .pth / timm .pth or .safetensors file, or 'imagenet' (torchvision's V2) or "
+        "'inat-birds' (Google's V2 trained on 964 iNaturalist bird species) (default: none, from scratch)",
+    )
+    m.add_argument(
+        "--transplant-head",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start each class that the --pretrained file's labels name (data/cub200_inat_birds.tsv) from that "
+        "species' row of the file's head; the other classes start fresh",
     )
     m.add_argument("--freeze-epochs", type=int, default=0, help="train only the classifier for this many epochs first")
     m.add_argument(
@@ -233,8 +241,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_run(flags: argparse.Namespace, log: Callable[[str], None]) -> tuple[RunConfig, MobileNetBase, list[str]]:
-    """The run record, its model (pretrained or freshly initialised) and its class names."""
+def build_run(
+    flags: argparse.Namespace, log: Callable[[str], None]
+) -> tuple[RunConfig, MobileNetBase, list[str], list[bool] | None]:
+    """The run record, its model (pretrained or freshly initialised), its class names, and with a transplanted
+    head which classes started from the pretrained head's species (None without one)."""
     try:
         data_root, builtin_data = find_data_root(flags.data_root, log)
         class_ids = parse_classes(flags.classes)
@@ -243,8 +254,8 @@ def build_run(flags: argparse.Namespace, log: Callable[[str], None]) -> tuple[Ru
     class_names = CUB200(data_root, "train", classes=class_ids).class_names
     pretrained = None
     if flags.pretrained:
-        if flags.pretrained != "imagenet" and not Path(flags.pretrained).is_file():
-            raise UsageError(f"--pretrained {flags.pretrained}: no such file (or use 'imagenet')")
+        if flags.pretrained not in NAMED_STARTS and not Path(flags.pretrained).is_file():
+            raise UsageError(f"--pretrained {flags.pretrained}: no such file (or use one of {', '.join(NAMED_STARTS)})")
         pretrained = load_pretrained(flags.pretrained, num_classes=len(class_names))
     config = resolve_config(
         vars(flags),
@@ -262,7 +273,19 @@ def build_run(flags: argparse.Namespace, log: Callable[[str], None]) -> tuple[Ru
         mean, std = NORMALIZATIONS[config.normalization]
         model.data_config.update(mean=mean, std=std)
     model.data_config["resolution"] = config.resolution
-    return config, model, class_names
+    mapped = None
+    if config.pretrained and config.transplant_head:
+        found = species_head(config.pretrained, class_names)
+        if found is not None:
+            source, rows = found
+            transplant_head(model, source, rows)
+            mapped = [bool(r) for r in rows]
+            genus = sum(len(r) > 1 for r in rows)
+            log(
+                f"head transplanted from {config.pretrained}: {sum(mapped)} of {len(rows)} classes start from its "
+                f"species ({genus} of them from a genus' species averaged), {len(rows) - sum(mapped)} start fresh"
+            )
+    return config, model, class_names, mapped
 
 
 def start_process(flags: argparse.Namespace, log: Callable[[str], None]) -> tuple[torch.device, int, int]:
@@ -375,10 +398,16 @@ def evaluate(
     *,
     channels_last: bool = False,
     split: str = "test",
+    mapped: list[bool] | None = None,
 ) -> dict:
-    """`{split}_loss`, `{split}_top1` and `{split}_top5` over `loader` (each rank its shard, summed over ranks)."""
+    """`{split}_loss`, `{split}_top1` and `{split}_top5` over `loader` (each rank its shard, summed over ranks);
+    with `mapped` (per class), also `{split}_top1_mapped` / `_unmapped`: the top-1 over the images of the classes
+    that did and did not start from the pretrained head (None where a group has no image)."""
     model.eval()
     loss_sum, top1, top5, count = 0.0, 0.0, 0.0, 0.0
+    group = torch.tensor(mapped if mapped is not None else [], dtype=torch.bool, device=device)
+    hits = torch.zeros(2, dtype=torch.float64, device=device)  # right answers on unmapped, mapped classes
+    seen = torch.zeros(2, dtype=torch.float64, device=device)
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
         if channels_last:
@@ -389,16 +418,50 @@ def evaluate(
         top1 += (ranked[:, 0] == labels).sum().item()
         top5 += (ranked == labels[:, None]).any(1).sum().item()
         count += labels.shape[0]
-    loss_sum, top1, top5, count = all_reduce_sum([loss_sum, top1, top5, count], device)
-    return {f"{split}_loss": loss_sum / count, f"{split}_top1": top1 / count, f"{split}_top5": top5 / count}
+        if mapped is not None:
+            is_mapped = group[labels].long()
+            hits.index_add_(0, is_mapped, (ranked[:, 0] == labels).double())
+            seen.index_add_(0, is_mapped, torch.ones_like(labels, dtype=torch.float64))
+    loss_sum, top1, top5, count, *groups = all_reduce_sum(
+        [loss_sum, top1, top5, count, *hits.tolist(), *seen.tolist()], device
+    )
+    result: dict[str, float | None] = {
+        f"{split}_loss": loss_sum / count,
+        f"{split}_top1": top1 / count,
+        f"{split}_top5": top5 / count,
+    }
+    if mapped is not None:
+        for name, right, total in (("unmapped", groups[0], groups[2]), ("mapped", groups[1], groups[3])):
+            result[f"{split}_top1_{name}"] = right / total if total else None
+    return result
+
+
+def evaluate_run(model: nn.Module, loaders, config: RunConfig, device: torch.device, mapped: list[bool] | None) -> dict:
+    """Validation (which decides best.pt) and test (curves only) with the run's test-time inference."""
+    evaluated = config.inference.wrap(model)
+    row = {}
+    if loaders.val is not None:
+        row.update(
+            evaluate(evaluated, loaders.val, device, channels_last=config.channels_last, split="val", mapped=mapped)
+        )
+    row.update(evaluate(evaluated, loaders.test, device, channels_last=config.channels_last, mapped=mapped))
+    return row
 
 
 def epoch_summary(row: dict, epochs: int) -> str:
-    line = f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}"
+    if row["epoch"] == 0:
+        line = "start, before training"
+    else:
+        line = f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}"
     for split in ("val", "test"):
         if row.get(f"{split}_top1") is not None:
             line += f" | {split} loss {row[f'{split}_loss']:.4f} top-1 {row[f'{split}_top1']:.4f}"
             line += f" top-5 {row[f'{split}_top5']:.4f}"
+            for group in ("mapped", "unmapped"):
+                if row.get(f"{split}_top1_{group}") is not None:
+                    line += f" ({group} {row[f'{split}_top1_{group}']:.4f})"
+    if row["epoch"] == 0:
+        return line
     return line + f" | lr {row['lr']:.2e} | {row['images_per_s']:.1f} img/s, {row['seconds']:.1f}s"
 
 
@@ -411,7 +474,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     flags = parse_args(argv)
     log = rank_zero_logger()
     device, rank, world = start_process(flags, log)
-    config, model, class_names = build_run(flags, log)
+    config, model, class_names, mapped = build_run(flags, log)
     teacher = Teacher(config.teacher, class_names, model.data_config, device) if config.teacher else None
     mean, std = model.data_config["mean"], model.data_config["std"]
     loaders = make_loaders(
@@ -441,6 +504,15 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     )
 
     metrics: dict = {}
+    if state.start_epoch == 0 and (mapped is not None or config.epochs == 0):
+        # The start's own accuracy, before any training: with a transplanted head, the zero-shot figure.
+        row = {"epoch": 0, "step": 0, **evaluate_run(model, loaders, config, device, mapped)}
+        log(epoch_summary(row, config.epochs))
+        if config.epochs == 0:
+            state.end_epoch(0, row, model, optimizer, scheduler, ema, scaler)
+        else:
+            state.rows.append(row)
+        metrics = row
     for epoch in range(state.start_epoch, config.epochs):
         # Every epoch draws from RNGs seeded by (seed, epoch, rank): a resumed run replays the same epochs.
         seed_everything(config.seed * 100_003 + epoch * 1009 + rank)
@@ -469,10 +541,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
             "lr": optimizer.param_groups[0]["lr"],
         }
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            evaluated = config.inference.wrap(ema.module if ema else model)  # the run's test-time inference
-            if loaders.val is not None:  # decides best.pt
-                row.update(evaluate(evaluated, loaders.val, device, channels_last=config.channels_last, split="val"))
-            row.update(evaluate(evaluated, loaders.test, device, channels_last=config.channels_last))  # curves only
+            row.update(evaluate_run(ema.module if ema else model, loaders, config, device, mapped))
         log(epoch_summary(row, config.epochs))
         state.end_epoch(epoch + 1, row, model, optimizer, scheduler, ema, scaler)
         if on_epoch is not None and rank == 0:

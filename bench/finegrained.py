@@ -26,13 +26,16 @@ from pathlib import Path
 
 import evaluate
 from data.shared import shared_path
+from data.species_map import read_map
 from mobilenet.checkpoint import write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "studies"
 V2_FILE = "mobilenet_v2_1.0_224_quant.tflite"
+BIRD_FILE = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"  # `--pretrained inat-birds`
 STUDENT_FILE = "mobilenet_v1_0.25_128_quant.tflite"
 PLAIN = ["--no-hflip", "--no-look-twice"]  # evaluate.py: one pass
+TWICE_FLIP = ["--hflip", "--look-twice"]
 PLAIN_RUN = ["--test-scale", "1", "--no-test-hflip", "--no-look-twice"]  # train.py: validate with one pass
 # run name: (Google file, train.py flags). The ablation runs take 10 epochs (as bench.study); `default` is the
 # default fine-tuning recipe as it stands, and the students follow it.
@@ -61,6 +64,15 @@ RUNS: dict[str, tuple[str, list[str]]] = {
         STUDENT_FILE,
         [*REFIT, *PATIENT, *MIXUP, "--teacher", "{runs}/refit/last.pt", "--distill-weight", "1"],
     ),
+    # The bird expert's start (Google's V2 trained on 964 iNaturalist bird species), under the refit protocol and
+    # the fine-tuning recipe as it stands: its head transplanted (the default), or fresh; and untrained.
+    "bird-zero-shot": (BIRD_FILE, [*REFIT, "--epochs", "0"]),
+    "bird-refit": (BIRD_FILE, REFIT),
+    "bird-refit-fresh": (BIRD_FILE, [*REFIT, "--no-transplant-head"]),
+    "student-refit-bird-distilled": (
+        STUDENT_FILE,
+        [*REFIT, *PATIENT, *MIXUP, "--teacher", "{runs}/bird-refit/last.pt", "--distill-weight", "1"],
+    ),
 }
 # label, run, evaluate.py flags (the run's own inference unless they override it)
 ROWS: list[tuple[str, str, list[str]]] = [
@@ -87,6 +99,17 @@ ROWS: list[tuple[str, str, list[str]]] = [
         "student-refit-distilled",
         [],
     ),
+    ("bird start, zero-shot: the transplanted head, no training, one pass", "bird-zero-shot", PLAIN),
+    ("bird start, zero-shot, look twice + flip", "bird-zero-shot", ["--hflip", "--look-twice"]),
+    ("bird start, refit, transplanted head, one pass", "bird-refit", PLAIN),
+    ("bird start, refit, transplanted head, look twice + flip (the README's bird command)", "bird-refit", TWICE_FLIP),
+    ("bird start, refit, fresh head, one pass", "bird-refit-fresh", PLAIN),
+    ("bird start, refit, fresh head, look twice + flip", "bird-refit-fresh", TWICE_FLIP),
+    (
+        "V1 0.25/128 student, 60 epochs, mixup 1, distilled from the bird-started refit (function matching)",
+        "student-refit-bird-distilled",
+        [],
+    ),
 ]
 
 
@@ -103,8 +126,8 @@ def train_run(run: Path, pretrained: Path, data_root: Path, flags: list[str]) ->
     return {
         "command": " ".join(["python", "train.py", *args[2:]]),
         "wall_seconds": None if resumed else time.perf_counter() - start,
-        "train_seconds": sum(r["seconds"] for r in rows),
-        "epochs": len(rows),
+        "train_seconds": sum(r.get("seconds", 0) for r in rows),  # the start's row (epoch 0) trains nothing
+        "epochs": max(r["epoch"] for r in rows),
     }
 
 
@@ -123,7 +146,10 @@ def measure(label: str, number: int, run: Path, flags: list[str]) -> dict:
         m = evaluate.main([*common, "--out", str(run / f"eval-{key}-row{number}"), *flags])
         result[f"{key}_top1"], result[f"{split}_images"] = m["top1"], m["count"]
         if split == "test":
+            mapped = mapped_classes(m["per_class"])
             result.update(
+                test_top1_mapped=group_top1(m["per_class"], mapped),
+                test_top1_unmapped=group_top1(m["per_class"], [not x for x in mapped]),
                 inference=m["inference"],
                 view=m["view"],
                 macs=m["macs"],
@@ -134,19 +160,35 @@ def measure(label: str, number: int, run: Path, flags: list[str]) -> dict:
     return result
 
 
+def mapped_classes(per_class: list[dict]) -> list[bool]:
+    """Which classes the bird expert's head names (`data/cub200_inat_birds.tsv`), in `per_class` order."""
+    known = read_map()
+    return [c["class"] in known and known[c["class"]].level != "none" for c in per_class]
+
+
+def group_top1(per_class: list[dict], members: list[bool]) -> float | None:
+    """Top-1 over the test images of the classes in `members` (None when they have no image)."""
+    right = sum(round(c["accuracy"] * c["count"]) for c, m in zip(per_class, members) if m and c["count"])
+    total = sum(c["count"] for c, m in zip(per_class, members) if m)
+    return right / total if total else None
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| row | test-time inference | val top-1 (last.pt) | val top-1 (best.pt) | test top-1 (best.pt) | MACs | "
-        "CPU ms (batch 1) | training |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "mapped / unmapped classes (test) | CPU ms (batch 1) | training |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         wall = f", {r['wall_seconds'] / 60:.1f} min wall" if r.get("wall_seconds") else ""
         val_last = "-" if r["val_top1"] is None else f"{r['val_last_top1']:.2%}"
         val_best = "- (refit)" if r["val_top1"] is None else f"{r['val_top1']:.2%} ({r['val_images']})"
+        groups = " / ".join(
+            "-" if r.get(k) is None else f"{r[k]:.2%}" for k in ("test_top1_mapped", "test_top1_unmapped")
+        )
         lines.append(
             f"| {r['label']} | {r['inference']} | {val_last} | {val_best} | "
-            f"{r['test_top1']:.2%} ({r['test_images']}) | {r['macs'] / 1e6:.0f}M | {r['latency_ms']:.1f} | "
+            f"{r['test_top1']:.2%} ({r['test_images']}) | {r['macs'] / 1e6:.0f}M | {groups} | {r['latency_ms']:.1f} | "
             f"{r['epochs']} ep, {r['train_seconds'] / 60:.1f} min{wall} |"
         )
     return "\n".join(lines) + "\n"

@@ -5,7 +5,10 @@
   `optimize_for_inference` and wrapped in the run's test-time inference (`mobilenet.tta`: flip averaging,
   look-twice), the same model `export.py` exports;
 - an ONNX file from `export.py` (`.onnx`): run with onnxruntime; class names and normalization come from the
-  file's metadata (`fgm.metadata`, the JSON that is also written beside it).
+  file's metadata (`fgm.metadata`, the JSON that is also written beside it);
+- a Google `.tflite` file with its labels file beside it, or a named start (`inat-birds`, `imagenet`): the
+  published model as it is, with no training here (one plain pass); the iNaturalist-birds file names 964
+  species, common name first.
 
 Preprocessing is the evaluation view of training (`data.transforms.eval_transform`: shorter side to
 resolution / 0.875, centre crop, the model's mean/std) at the run's test resolution, so predictions match
@@ -25,6 +28,7 @@ from deploy.requirements import require
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.checkpoint import CheckpointError
 from mobilenet.common import MobileNetBase
+from mobilenet.pretrained import NAMED_STARTS, load_pretrained
 from mobilenet.tta import Inference
 
 METADATA_KEY = "fgm.metadata"  # the key of the JSON metadata in an exported ONNX file
@@ -75,11 +79,15 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path) -> "Predictor":
+        if str(path) in NAMED_STARTS:
+            return cls._load_published(str(path))
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such model file")
         if path.suffix == ".onnx":
             return cls._load_onnx(path)
+        if path.suffix == ".tflite":
+            return cls._load_published(str(path))
         model, info = load_checkpoint(path)
         fast = inference_model(model, info, channels_last=True)
 
@@ -88,6 +96,30 @@ class Predictor:
                 return fast(torch.from_numpy(x)).float().numpy()
 
         return cls(run, export_metadata(info, info["model_config"]), str(path))
+
+    @classmethod
+    def _load_published(cls, spec: str) -> "Predictor":
+        from data.species_map import common_name_first
+        from mobilenet.tflite import TFLiteImportError
+
+        try:
+            model = load_pretrained(spec)
+        except (TFLiteImportError, RuntimeError, ValueError) as e:
+            raise CheckpointError(str(e)) from None
+        outputs = model.config["num_classes"]
+        if not outputs:
+            raise CheckpointError(f"{spec}: the file has no classifier (a feature extractor): nothing to name")
+        labels = model.output_labels or [f"output {i}" for i in range(outputs)]
+        info = {"data_config": model.data_config, "class_names": [common_name_first(x) for x in labels]}
+        fast = inference_model(model, info, channels_last=True)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return fast(torch.from_numpy(x)).float().numpy()
+
+        predictor = cls(run, export_metadata(info, model.config), Path(spec).name)
+        predictor.name += ", as published (no training here)"
+        return predictor
 
     @classmethod
     def _load_onnx(cls, path: Path) -> "Predictor":

@@ -28,6 +28,8 @@ class MobileNetBase(nn.Module):
     data_config: dict
     # Where pretrained weights came from (a file path or URL), set by the pretrained loaders.
     pretrained_source: str | None = None
+    # The names of the pretrained head's outputs, when the file comes with them (`mobilenet.pretrained`).
+    output_labels: list[str] | None = None
 
     def _build_head(self, num_features: int, num_classes: int, dropout: float) -> None:
         self.data_config = {"resolution": 224, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
@@ -57,6 +59,7 @@ class MobileNetBase(nn.Module):
         else:
             self.classifier = nn.Identity()
         self.config["num_classes"] = num_classes
+        self.output_labels = None
 
 
 def check_width(width_mult: float) -> None:

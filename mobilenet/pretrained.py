@@ -5,7 +5,14 @@
 - a torchvision `mobilenet_v2` `.pth` state_dict, or a timm `mobilenetv1_100` `.pth` / `.safetensors`;
 - the word `imagenet`: torchvision's official `mobilenet_v2-b0353104.pth`, downloaded through
   `torch.hub.load_state_dict_from_url` with its hash check (offline: an error naming the URL and the local
-  path to put the file at).
+  path to put the file at);
+- the word `inat-birds`: Google's MobileNetV2 1.0/224 trained on the 964 bird species of iNaturalist 2017
+  (the Coral / AIY "birds V1" model, Apache-2.0) and its labels, downloaded from google-coral/test_data into
+  torch.hub's checkpoints folder with a SHA-256 check (offline: the same one-line error).
+
+A `.tflite` keeps its own head when `num_classes` is None; its output labels (`model.output_labels`) come from
+the labels file beside it: the one `*labels*.txt` in its folder with a line per output (the ImageNet files'
+`background`, dropped from the head, is dropped from the labels too).
 
 Why `calibrate_batchnorm`: Google's graphs have batch norm folded into each convolution, so the import puts
 the folded bias into an identity batch norm (mean 0, var 1). That is exact in eval mode, but in train mode
@@ -16,7 +23,10 @@ not the pretrained one. Re-estimating each batch norm on real images (running me
 batch statistics land near the running ones, and fine-tuning starts from the pretrained function.
 """
 
+import hashlib
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -31,6 +41,29 @@ from mobilenet.v1 import MobileNetV1
 from mobilenet.v2 import MobileNetV2
 
 IMAGENET_URL = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
+
+
+@dataclass(frozen=True)
+class Download:
+    """A public file and the SHA-256 it must have."""
+
+    url: str
+    sha256: str
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[1]
+
+
+_CORAL = "https://github.com/google-coral/test_data/raw/master/"
+INAT_BIRDS = Download(
+    _CORAL + "mobilenet_v2_1.0_224_inat_bird_quant.tflite",
+    "350fcd8cf1df1560060d464595dfed8b174b05792788052896004848d9ad04f9",
+)
+INAT_BIRD_LABELS = Download(
+    _CORAL + "inat_bird_labels.txt", "a16108dfe3f8daff015b87a97ab6a17e717b9b1bccd719f6d8f747746d7b9277"
+)
+NAMED_STARTS = ("imagenet", "inat-birds")
 
 
 @torch.no_grad()
@@ -136,19 +169,112 @@ def _imagenet_state_dict() -> dict[str, torch.Tensor]:
         ) from None
 
 
-def load_pretrained(spec: str | Path, *, num_classes: int | None = None) -> MobileNetBase:
-    """A pretrained model from `spec` (see the module docstring); `num_classes` K gives a fresh K-way head."""
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(download: Download) -> Path:
+    """The file of `download` in torch.hub's checkpoints folder, downloaded there first if missing; its SHA-256
+    is checked either way (a mismatch or no network: a RuntimeError naming the URL and the local path)."""
+    local = Path(torch.hub.get_dir()) / "checkpoints" / download.filename
+    if not local.is_file():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:  # writes to a temporary file and moves it into place: never a partial file at `local`
+            torch.hub.download_url_to_file(download.url, str(local), progress=False)
+        except OSError as e:  # URLError is an OSError: no network, DNS failure, refused connection
+            raise RuntimeError(
+                f"could not download {download.url} ({e}); on a machine without internet, put the file at {local}"
+            ) from None
+    found = _sha256(local)
+    if found != download.sha256:
+        raise RuntimeError(
+            f"{local}: SHA-256 {found}, expected {download.sha256} (the file of {download.url}); delete it to "
+            "download it again"
+        )
+    return local
+
+
+def read_labels(path: Path, outputs: int) -> list[str] | None:
+    """The labels in `path` for a head of `outputs` classes: one line per output, or one more when the file
+    starts with the `background` that the importer drops; None if the file has another count."""
+    lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) == outputs:
+        return lines
+    if len(lines) == outputs + 1 and lines[0].lower() == "background":
+        return lines[1:]
+    return None
+
+
+def labels_beside(path: Path, outputs: int) -> list[str] | None:
+    """The labels of a `.tflite` file's `outputs` classes from the one `*labels*.txt` beside it that fits."""
+    fitting = [labels for f in sorted(path.parent.glob("*labels*.txt")) if (labels := read_labels(f, outputs))]
+    return fitting[0] if len(fitting) == 1 else None
+
+
+def resolve_start(spec: str | Path) -> Path | None:
+    """The local file a `--pretrained` value names (a named start is fetched first), or None for `imagenet`."""
     if str(spec) == "imagenet":
+        return None
+    if str(spec) == "inat-birds":
+        fetch(INAT_BIRD_LABELS)
+        return fetch(INAT_BIRDS)
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"--pretrained {spec}: no such file (or use one of {', '.join(NAMED_STARTS)})")
+    return path
+
+
+def load_pretrained(spec: str | Path, *, num_classes: int | None = None) -> MobileNetBase:
+    """A pretrained model from `spec` (see the module docstring); `num_classes` K gives a fresh K-way head,
+    None keeps the file's own head (and its labels, `model.output_labels`, where they are known)."""
+    path = resolve_start(spec)
+    if path is None:
         model = from_state_dict(_imagenet_state_dict(), "imagenet")
         model.pretrained_source = IMAGENET_URL
+    elif path.suffix == ".tflite":
+        model = load_tflite(path, num_classes=num_classes)
+        if num_classes is None and isinstance(model.classifier, nn.Linear):
+            model.output_labels = labels_beside(path, model.classifier.out_features)
+        return model
     else:
-        path = Path(spec)
-        if not path.is_file():
-            raise FileNotFoundError(f"--pretrained {spec}: no such file (or use 'imagenet')")
-        if path.suffix == ".tflite":
-            return load_tflite(path, num_classes=num_classes)
         model = from_state_dict(_load_state_dict(path), str(path))
         model.pretrained_source = str(path)
     if num_classes is not None:
         model.reset_classifier(num_classes)
     return model.eval()
+
+
+def transplant_head(model: MobileNetBase, source: nn.Linear, rows: list[list[int]]) -> None:
+    """Start class k of `model`'s head from the rows `rows[k]` of a pretrained head `source` on the same
+    features; a class with no rows keeps its fresh initialisation.
+
+    Several rows (a genus of several species) are averaged and their bias raised by log(n): where the features
+    fit all n species alike, the class's logit is then the log of their summed probabilities, as it should be.
+    """
+    head = cast(nn.Linear, model.classifier)
+    if head.in_features != source.in_features or len(rows) != head.out_features:
+        raise ValueError(f"a {source.in_features}-feature head cannot start a {tuple(head.weight.shape)} one")
+    with torch.no_grad():
+        for k, outputs in enumerate(rows):
+            if outputs:
+                head.weight[k] = source.weight[outputs].mean(0)
+                head.bias[k] = source.bias[outputs].mean() + math.log(len(outputs))
+
+
+def species_head(spec: str | Path, class_names: list[str]) -> tuple[nn.Linear, list[list[int]]] | None:
+    """The head of the `--pretrained` file `spec` and, per class name, its outputs that are that species
+    (`data.species_map`), or None when the file brings no labels or none of the classes is in it. Loaded on a
+    forked RNG so that the run's own initialisation is the same with or without this call."""
+    from data.species_map import output_rows
+
+    with torch.random.fork_rng(devices=[]):
+        source = load_pretrained(spec)
+    if source.output_labels is None or not isinstance(source.classifier, nn.Linear):
+        return None
+    rows = output_rows(class_names, source.output_labels)
+    return (source.classifier, rows) if any(rows) else None

@@ -80,6 +80,7 @@ class RunConfig:
     resolution: int = 224
     dropout: float = 0.2
     pretrained: str | None = None
+    transplant_head: bool = True
     freeze_epochs: int = 0
     calibration_batches: int = 10
     normalization: str = "auto"
@@ -246,7 +247,7 @@ def check(c: RunConfig) -> None:
     rules = [
         (c.arch in ("v1", "v2"), "--arch", "must be v1 or v2", c.arch),
         (math.isfinite(c.lr) and c.lr > 0, "--lr", "must be > 0", c.lr),
-        (c.epochs > 0, "--epochs", "must be > 0", c.epochs),
+        (c.epochs >= 0, "--epochs", "must be >= 0 (0: evaluate the start only)", c.epochs),
         (c.batch_size > 0, "--batch-size", "must be > 0", c.batch_size),
         (0 < c.width <= 4, "--width", "must be in (0, 4]", c.width),
         (c.resolution >= 32, "--resolution", "must be at least 32", c.resolution),
