@@ -14,6 +14,9 @@ error (a bad option, no images, an unreadable model file).
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from PIL import Image
 
 from deploy.images import ImageRejected, NoImagesFound, find_images, read_image_file
 from deploy.predictor import Predictor
@@ -56,28 +59,38 @@ def main(argv: list[str] | None = None) -> list[dict]:
     except (NoImagesFound, FileNotFoundError, CheckpointError) as e:
         raise UsageError(str(e)) from None
     results: list[dict] = [{"image": str(path), "error": reason} for path, reason in skipped]
-    readable = []
-    for path in files:
-        result: dict = {"image": str(path)}
-        results.append(result)
-        try:
-            readable.append((result, read_image_file(path)))
-        except ImageRejected as e:
-            result["error"] = str(e)
-    for start in range(0, len(readable), args.batch_size):
-        chunk = readable[start : start + args.batch_size]
-        for (result, _), top in zip(chunk, predictor.predict([img for _, img in chunk], k=args.top_k)):
-            result["top"] = top
+    if not args.json:
+        for result in results:
+            show(result)
+    for start in range(0, len(files), args.batch_size):
+        # A batch at a time: decoded images are dropped once predicted, and the text output streams.
+        chunk = [{"image": str(path)} for path in files[start : start + args.batch_size]]
+        results += chunk
+        batch: list[tuple[dict, Image.Image]] = []
+        for result in chunk:
+            try:
+                batch.append((result, read_image_file(Path(result["image"]))))
+            except ImageRejected as e:
+                result["error"] = str(e)
+        if batch:
+            for (result, _), top in zip(batch, predictor.predict([img for _, img in batch], k=args.top_k)):
+                result["top"] = top
+        del batch
+        if not args.json:
+            for result in chunk:
+                show(result)
     if args.json:
         print(json.dumps(results, indent=2))
-    else:
-        for result in results:
-            print(result["image"])
-            if "error" in result:
-                print(f"  error: {result['error']}")
-            for entry in result.get("top", []):
-                print(f"  {entry['probability']:7.2%}  {entry['label']}")
     return results
+
+
+def show(result: dict) -> None:
+    print(result["image"])
+    if "error" in result:
+        print(f"  error: {result['error']}")
+    for entry in result.get("top", []):
+        print(f"  {entry['probability']:7.2%}  {entry['label']}")
+    sys.stdout.flush()
 
 
 def cli() -> None:

@@ -26,9 +26,11 @@ from mobilenet.checkpoint import CheckpointError
 
 try:
     from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import UploadFile
+    from starlette.requests import ClientDisconnect
 except ModuleNotFoundError as e:  # the deploy stack is optional
     message = f"serve.py needs {e.name}, not installed here: {INSTALL}"
     if __name__ == "__main__":
@@ -97,27 +99,38 @@ def create_app(
     working = asyncio.Semaphore(max_concurrent)
     page = PAGE.format(model=html.escape(predictor.name), classes=len(predictor.class_names))
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, error: RequestValidationError) -> JSONResponse:
+        # The documented contract is {"detail": message}; FastAPI's default is a list of error records.
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+        value = str(first.get("input", ""))[:40]
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}, got {value!r}"}, status_code=422)
+
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def index() -> str:
         return page
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     def health() -> dict:
         inference = predictor.metadata.get("inference", f"centre view at {predictor.metadata['resolution']}px")
         return {"status": "ok", "model": predictor.name, "classes": len(predictor.class_names), "inference": inference}
 
     @app.post("/predict")
-    async def predict(request: Request, k: int = 5) -> JSONResponse:
+    async def predict(request: Request, k: int = 5) -> Response:
         if k < 1:
             raise HTTPException(400, f"k must be at least 1, got {k}")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes + FORM_OVERHEAD:
             raise HTTPException(413, f"request body of {int(declared):,} bytes is over the {max_bytes:,}-byte limit")
         body = bytearray()
-        async for chunk in request.stream():  # counted as it arrives: a chunked body has no Content-Length
-            body += chunk
-            if len(body) > max_bytes + FORM_OVERHEAD:
-                raise HTTPException(413, f"request body is over the {max_bytes:,}-byte limit (stopped reading)")
+        try:
+            async for chunk in request.stream():  # counted as it arrives: a chunked body has no Content-Length
+                body += chunk
+                if len(body) > max_bytes + FORM_OVERHEAD:
+                    raise HTTPException(413, f"request body is over the {max_bytes:,}-byte limit (stopped reading)")
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing to log
+            return Response(status_code=400)
         request._body = bytes(body)  # what request.form() parses instead of reading the stream again
         async with request.form(max_files=1, max_fields=4, max_part_size=max_bytes + 1) as form:
             upload = form.get("file")

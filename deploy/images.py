@@ -82,29 +82,39 @@ class NoImagesFound(ValueError):
 def find_images(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Image files to read, and the paths skipped with the reason for each.
 
-    A file is taken as given. A folder is searched with its sub-folders (a dataset's class folders), in
-    sorted order, for names ending in one of `IMAGE_SUFFIXES`; links are followed, but a dangling link or an
-    image name that is not a regular file (a FIFO, a device) is skipped with its reason, as is a path that
-    does not exist. Raises `NoImagesFound` when there is nothing to read and nothing skipped.
+        A file is taken as given. A folder is searched with its sub-folders (a dataset's class folders), in
+        sorted order, for names ending in one of `IMAGE_SUFFIXES`; links are followed, each real folder is walked and
+    each real file taken once (a link cycle ends), but a dangling link or an
+        image name that is not a regular file (a FIFO, a device) is skipped with its reason, as is a path that
+        does not exist. Raises `NoImagesFound` when there is nothing to read and nothing skipped.
     """
     files: list[Path] = []
     skipped: list[tuple[Path, str]] = []
+    seen: set[Path] = set()  # real paths: a file reached twice (a link, a link cycle) is read once
     for given in map(Path, paths):
         if given.is_dir():
-            found = sorted(
-                Path(folder) / name
-                for folder, _, names in os.walk(given, followlinks=True)
-                for name in names
-                if name.lower().endswith(IMAGE_SUFFIXES)
-            )
+            found = []
+            visited: set[Path] = set()
+            for folder, subfolders, names in os.walk(given, followlinks=True):
+                real = Path(folder).resolve()
+                if real in visited:  # `self -> .` or `up -> ..`: a folder already walked
+                    subfolders.clear()
+                    continue
+                visited.add(real)
+                subfolders.sort()
+                found += [Path(folder) / name for name in names if name.lower().endswith(IMAGE_SUFFIXES)]
             if not found:
                 skipped.append((given, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in it or its sub-folders"))
-            for path in found:
-                reason = _not_a_regular_file(path)
-                (skipped.append((path, reason)) if reason else files.append(path))
+            candidates = sorted(found)
         else:
-            reason = _not_a_regular_file(given)
-            (skipped.append((given, reason)) if reason else files.append(given))
+            candidates = [given]
+        for path in candidates:
+            reason = _not_a_regular_file(path)
+            if reason:
+                skipped.append((path, reason))
+            elif path.resolve() not in seen:
+                seen.add(path.resolve())
+                files.append(path)
     if not files and not skipped:
         raise NoImagesFound("no images given")
     return files, skipped

@@ -166,6 +166,20 @@ def test_predict_reports_each_bad_file_and_predicts_the_rest(tiny_checkpoint, tm
     assert "5 of 6 images could not be read" in result.stderr
 
 
+def test_predict_walks_a_link_cycle_once_per_real_file(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "inner").mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(jpeg_bytes((80, 60)))
+    (folder / "inner" / "b.jpg").write_bytes(jpeg_bytes((60, 80)))
+    (folder / "self").symlink_to(".")
+    (folder / "inner" / "up").symlink_to("..")
+    (folder / "again.jpg").symlink_to("a.jpg")
+    result = run_cli("predict.py", str(folder), "--checkpoint", str(tiny_checkpoint), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(os.path.relpath(r["image"], folder) for r in json.loads(result.stdout))
+    assert names == ["a.jpg", "inner/b.jpg"]  # two real files, each once, whatever the links
+
+
 def hostile_checkpoints(tiny_checkpoint):
     state = torch.load(tiny_checkpoint, weights_only=True)
     yield "extra model_config key", dict(state, model_config={**state["model_config"], "evil": 1}), "unknown keys"

@@ -31,6 +31,15 @@ def client(checkpoint):
         yield c
 
 
+def test_head_requests_and_bad_parameters_keep_the_contract(client):
+    assert client.head("/").status_code == 200 and client.head("/health").status_code == 200
+    for value in ("abc", "1e3", "2.5"):
+        response = client.post(f"/predict?k={value}", files={"file": ("b.jpg", jpeg_bytes(), "image/jpeg")})
+        assert response.status_code == 422
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and detail.startswith("k:") and value[:20] in detail
+
+
 def test_health_page_and_prediction(client, checkpoint):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["classes"] == 4
