@@ -251,12 +251,28 @@ def build_run(
         class_ids = parse_classes(flags.classes)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    class_names = CUB200(data_root, "train", classes=class_ids).class_names
+    try:
+        train_set = CUB200(data_root, "train", classes=class_ids)
+    except CUBFormatError:
+        raise
+    except ValueError as e:  # classes the root does not have
+        raise UsageError(f"--classes {flags.classes}: {e}") from None
+    if len(train_set) == 0:
+        raise UsageError(
+            f"{data_root}: no training images (train_test_split.txt marks every image of these classes test)"
+        )
+    class_names = train_set.class_names
     pretrained = None
     if flags.pretrained:
         if flags.pretrained not in NAMED_STARTS and not Path(flags.pretrained).is_file():
             raise UsageError(f"--pretrained {flags.pretrained}: no such file (or use one of {', '.join(NAMED_STARTS)})")
-        pretrained = load_pretrained(flags.pretrained, num_classes=len(class_names))
+        try:
+            pretrained = load_pretrained(flags.pretrained, num_classes=len(class_names))
+        except TFLiteImportError:
+            raise
+        except (ValueError, RuntimeError) as e:  # not a state_dict of a known layout; offline for a named start
+            message = str(e) if str(e).startswith(str(flags.pretrained)) else f"{flags.pretrained}: {e}"
+            raise UsageError(f"--pretrained {message}") from None
     config = resolve_config(
         vars(flags),
         data_root=str(data_root),

@@ -62,21 +62,26 @@ def _read_table(path: Path, n_fields: int, convert: Callable[[list[str]], tuple]
     if not path.is_file():
         raise CUBFormatError(f"{path}: metadata file is missing")
     table: dict[int, tuple] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            parts = line.split(maxsplit=n_fields)
-            if len(parts) != n_fields + 1:
-                raise CUBFormatError(f"{path}:{lineno}: expected {n_fields + 1} fields, got {_shorten(line)}")
-            try:
-                key = int(parts[0])
-                value = convert(parts[1:])
-            except ValueError as e:
-                raise CUBFormatError(f"{path}:{lineno}: malformed line {_shorten(line)} ({_shorten(str(e))})") from None
-            if key in table:
-                raise CUBFormatError(f"{path}:{lineno}: duplicate id {key}")
-            table[key] = value
+    raw = path.read_bytes()
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line_number = raw[: e.start].count(b"\n") + 1
+        raise CUBFormatError(f"{path}:{line_number}: not UTF-8 text (byte {e.object[e.start]:#x})") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=n_fields)
+        if len(parts) != n_fields + 1:
+            raise CUBFormatError(f"{path}:{lineno}: expected {n_fields + 1} fields, got {_shorten(line)}")
+        try:
+            key = int(parts[0])
+            value = convert(parts[1:])
+        except ValueError as e:
+            raise CUBFormatError(f"{path}:{lineno}: malformed line {_shorten(line)} ({_shorten(str(e))})") from None
+        if key in table:
+            raise CUBFormatError(f"{path}:{lineno}: duplicate id {key}")
+        table[key] = value
     return table
 
 

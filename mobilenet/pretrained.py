@@ -125,7 +125,8 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable PyTorch state_dict ({type(e).__name__}: {e})") from None
+        first_line = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path}: not a readable PyTorch state_dict ({type(e).__name__}: {first_line})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -232,6 +232,31 @@ def test_train_reports_a_bad_tflite_and_a_missing_resume_in_one_line(tiny_synthe
     assert result.returncode == 1 and "missing.pt" in one_line_error(result, "train.py")
 
 
+def test_train_reports_bad_starts_classes_and_splits_in_one_line(tiny_synthetic_root, tmp_path):
+    import shutil
+
+    (tmp_path / "evil.pth").write_bytes(b"cos\nsystem\n(S'echo owned'\ntR.")  # a pickle that would run a command
+    torch.save({"a": torch.zeros(1)}, tmp_path / "other.pth")
+    latin = shutil.copytree(tiny_synthetic_root, tmp_path / "latin")
+    with open(latin / "classes.txt", "ab") as f:
+        f.write(b"9 009.Caf\xe9\n")
+    all_test = shutil.copytree(tiny_synthetic_root, tmp_path / "all_test")
+    split = all_test / "train_test_split.txt"
+    split.write_text("".join(f"{line.split()[0]} 0\n" for line in split.read_text().splitlines()))
+    cases = [
+        (["--pretrained", str(tmp_path / "evil.pth")], "evil.pth: not a readable PyTorch state_dict"),
+        (["--pretrained", str(tmp_path / "other.pth")], "other.pth: neither torchvision"),
+        (["--classes", "999"], "--classes 999: classes [999] are not in"),
+        (["--data-root", str(latin)], "classes.txt:5: not UTF-8 text (byte 0xe9)"),
+        (["--data-root", str(all_test)], "no training images"),
+    ]
+    for extra, words in cases:
+        args = ["train.py", "--data-root", str(tiny_synthetic_root), "--workers", "0", "--epochs", "1", *extra]
+        result = run_cli(*args, "--out", str(tmp_path / "run"))
+        assert result.returncode == 1 and words in one_line_error(result, "train.py"), (extra, result.stderr[-800:])
+        assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
 def cub_copy(root, tmp_path):
     import shutil
 
