@@ -81,10 +81,13 @@ def main(argv: list[str] | None = None) -> dict:
     require(*DEPENDENCIES[args.format], purpose=f"export.py --format {args.format}")
     model, info = load_checkpoint(args.checkpoint)
     metadata = export_metadata(info, info["model_config"])
-    metadata["source_checkpoint"] = str(args.checkpoint)
+    metadata["source_checkpoint"] = Path(args.checkpoint).name  # the file, not this machine's folders
     exported = inference_model(model, info, channels_last=False)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(SUFFIXES[args.format])
-    refuse_overwrite(out, args.force)
+    if out.is_dir():
+        raise FileExistsError(f"--out {out} is a folder: give the path of the {SUFFIXES[args.format]} file to write")
+    for path in (out, out.with_name(out.name + ".json")):  # the model and its metadata beside it
+        refuse_overwrite(path, args.force)
     images, source = verification_images(args, info, metadata)
     export = export_onnx if args.format == "onnx" else export_executorch
     report = export(exported, metadata, out, images, tolerance=args.tolerance)

@@ -400,6 +400,19 @@ def test_outputs_are_not_replaced_without_force(tiny_checkpoint, tiny_synthetic_
     assert result.returncode == 1 and "give --force" in one_line_error(result, "train.py")
 
 
+@requires_deploy
+def test_export_refuses_a_folder_and_an_existing_sidecar_before_exporting(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    result = run_cli("export.py", "--checkpoint", str(tiny_checkpoint), "--out", str(folder))
+    assert result.returncode == 1 and "is a folder" in one_line_error(result, "export.py")
+    sidecar = tmp_path / "model.onnx.json"
+    sidecar.write_text("mine")
+    result = run_cli("export.py", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "model.onnx"))
+    assert result.returncode == 1 and "model.onnx.json already exists" in one_line_error(result, "export.py")
+    assert sidecar.read_text() == "mine" and not (tmp_path / "model.onnx").exists()
+
+
 def test_a_class_count_mismatch_is_caught_before_building(tmp_path):
     model = create_model("v1", width_mult=0.25, num_classes=3)
     state = make_checkpoint(model, class_names=["a", "b", "c"], config={}, epoch=1, metrics={}, best_val_top1=0.0)
