@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -97,13 +98,23 @@ def _check_member(member: tarfile.TarInfo, links: set[str]) -> None:
         raise UnsafeArchiveError(f"refusing to extract {name!r}: device files and FIFOs are not allowed")
 
 
-def safe_extract(archive: Path, dest: Path) -> None:
+def safe_extract(archive: Path, dest: Path, *, required: str | None = None) -> None:
     """Extract `archive` into `dest` after checking every member (paths, links, count and total size).
 
     Everything is extracted into a temporary folder inside `dest` and moved into place only when all of it
-    succeeded: a refused or failing archive leaves nothing behind."""
+    succeeded: a refused or failing archive leaves nothing behind, as does one without the member `required`."""
     dest = dest.resolve()
     dest.mkdir(parents=True, exist_ok=True)
+    try:
+        _extract_checked(archive, dest, required)
+    except (tarfile.TarError, EOFError, OSError) as e:  # not a tarball, truncated, bad gzip data, a full disk
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if isinstance(e, tarfile.ReadError):
+            first_line = "not a tar or .tgz archive, or a truncated one"
+        raise UnsafeArchiveError(f"{archive}: cannot extract it ({first_line}); nothing extracted") from None
+
+
+def _extract_checked(archive: Path, dest: Path, required: str | None) -> None:
     with tarfile.open(archive) as tar:
         members: list[tarfile.TarInfo] = []
         links: set[str] = set()
@@ -116,6 +127,8 @@ def safe_extract(archive: Path, dest: Path) -> None:
             if total > MAX_TOTAL_BYTES:
                 raise UnsafeArchiveError(f"{archive}: more than {MAX_TOTAL_BYTES:,} bytes uncompressed (a tar bomb?)")
             _check_member(member, links)
+        if required is not None and required not in {m.name.removeprefix("./") for m in members}:
+            raise UnsafeArchiveError(f"{archive} has no {required}: not the archive expected, nothing extracted")
         staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
         try:
             tar.extractall(staging, members=members, filter="data")
@@ -136,8 +149,11 @@ def download_cub(url: str = CUB_URL, dest: str | Path = "data", md5: str | None 
         print(f"{root} already holds CUB-200-2011: nothing to do")
         return root
     dest.mkdir(parents=True, exist_ok=True)
+    if "://" not in url:
+        raise ValueError(f"--url {url}: not a URL (a local file is file:///absolute/path)")
     archive = dest / Path(urllib.request.url2pathname(url.split("?")[0])).name
-    if not archive.exists():
+    downloaded = not archive.exists()
+    if downloaded:
         fetch(url, archive)
     if md5:
         actual = md5sum(archive)
@@ -147,9 +163,12 @@ def download_cub(url: str = CUB_URL, dest: str | Path = "data", md5: str | None 
             raise ValueError(
                 f"{archive}: MD5 {actual} does not match the expected {md5}; moved to {bad}, download again"
             )
-    safe_extract(archive, dest)
-    if not (root / "images.txt").is_file():
-        raise FileNotFoundError(f"{archive} did not contain CUB_200_2011/images.txt")
+    try:
+        safe_extract(archive, dest, required="CUB_200_2011/images.txt")
+    except UnsafeArchiveError:
+        if downloaded:  # a refused download is not kept (a file the user put there is theirs)
+            archive.unlink(missing_ok=True)
+        raise
     return root
 
 
@@ -162,5 +181,13 @@ def main(argv: list[str] | None = None) -> None:
     print(download_cub(args.url, args.dest, args.md5 or None))
 
 
+def cli() -> None:
+    try:
+        main()
+    except (UnsafeArchiveError, tarfile.TarError, EOFError, OSError, ValueError) as e:
+        # Refusals, a truncated or non-gzip file, a checksum mismatch, a bad URL, a full disk: one line each.
+        sys.exit(f"data.download: error: {e}")
+
+
 if __name__ == "__main__":
-    main()
+    cli()

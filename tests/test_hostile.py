@@ -413,6 +413,26 @@ def test_export_refuses_a_folder_and_an_existing_sidecar_before_exporting(tiny_c
     assert sidecar.read_text() == "mine" and not (tmp_path / "model.onnx").exists()
 
 
+def test_download_refusals_are_one_line_and_leave_nothing(tmp_path):
+    (tmp_path / "text.tgz").write_text("not a tarball")
+    staged = tmp_path / "staged" / "other"
+    staged.mkdir(parents=True)
+    (staged / "a.txt").write_text("a")
+    with tarfile.open(tmp_path / "other.tgz", "w:gz") as tar:
+        tar.add(staged, arcname="other")
+    cases = [
+        ((tmp_path / "text.tgz").as_uri(), "not a tar or .tgz archive"),
+        (str(tmp_path / "text.tgz"), "not a URL"),
+        ((tmp_path / "missing.tgz").as_uri(), "No such file"),
+        ((tmp_path / "other.tgz").as_uri(), "has no CUB_200_2011/images.txt"),
+    ]
+    for number, (url, words) in enumerate(cases):
+        dest = tmp_path / f"dest{number}"
+        result = run_cli("-m", "data.download", "--url", url, "--dest", str(dest), "--md5", "")
+        assert result.returncode == 1 and words in one_line_error(result, "data.download"), (url, result.stderr)
+        assert not dest.exists() or not any(dest.iterdir()), (url, list(dest.iterdir()))
+
+
 def test_a_class_count_mismatch_is_caught_before_building(tmp_path):
     model = create_model("v1", width_mult=0.25, num_classes=3)
     state = make_checkpoint(model, class_names=["a", "b", "c"], config={}, epoch=1, metrics={}, best_val_top1=0.0)
