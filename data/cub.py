@@ -198,6 +198,9 @@ class CUB200(torch.utils.data.Dataset):
             class_ids = [c for c in class_ids if c in set(wanted)]
         self.class_ids = class_ids
         self.class_folders = [class_table[c][0] for c in class_ids]
+        if len(set(self.class_folders)) != len(self.class_folders):
+            twice = sorted({f for f in self.class_folders if self.class_folders.count(f) > 1})
+            raise CUBFormatError(f"{root / 'classes.txt'}: class folder {twice[0]!r} is listed under two class ids")
         self.class_names = [readable_class_name(f) for f in self.class_folders]
         label_of = {c: i for i, c in enumerate(class_ids)}
 

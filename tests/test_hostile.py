@@ -433,6 +433,31 @@ def test_download_refusals_are_one_line_and_leave_nothing(tmp_path):
         assert not dest.exists() or not any(dest.iterdir()), (url, list(dest.iterdir()))
 
 
+def test_resume_refuses_checkpoints_it_cannot_continue_and_duplicate_class_folders(tiny_synthetic_root, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    train.main(tiny_train_args(tiny_synthetic_root, run, "--epochs", "2"))
+    state = torch.load(run / "last.pt", weights_only=True)
+    cases = [
+        ("late.pt", dict(state, epoch=99), "epoch 99 is not a whole number in 0..2"),
+        ("text.pt", dict(state, epoch="1"), "epoch '1' is not a whole number"),
+        ("bare.pt", {k: v for k, v in state.items() if k != "optimizer"}, "no optimizer state"),
+        ("rows.pt", dict(state, history=[{"train_loss": 1.0}]), "rows without an epoch number"),
+    ]
+    for name, bad, words in cases:
+        torch.save(bad, tmp_path / name)
+        args = tiny_train_args(tiny_synthetic_root, run, "--epochs", "2", "--resume", str(tmp_path / name))
+        result = run_cli("train.py", *args)
+        assert result.returncode == 1 and words in one_line_error(result, "train.py"), name
+    twice = shutil.copytree(tiny_synthetic_root, tmp_path / "twice")
+    first = (twice / "classes.txt").read_text().splitlines()[0].split()[1]
+    with open(twice / "classes.txt", "a") as f:
+        f.write(f"9 {first}\n")
+    result = run_cli("train.py", *tiny_train_args(twice, tmp_path / "r2", "--epochs", "1"))
+    assert result.returncode == 1 and "listed under two class ids" in one_line_error(result, "train.py")
+
+
 def test_a_class_count_mismatch_is_caught_before_building(tmp_path):
     model = create_model("v1", width_mult=0.25, num_classes=3)
     state = make_checkpoint(model, class_names=["a", "b", "c"], config={}, epoch=1, metrics={}, best_val_top1=0.0)

@@ -43,6 +43,16 @@ def write_atomic(path: Path, text: str) -> None:
     write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def check_resumable(state: dict, epochs: int, path: Path) -> None:
+    """UsageError unless `state` holds what a resume needs, at an epoch within the run's `epochs`."""
+    epoch = state.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= epochs:
+        raise UsageError(f"--resume {path}: its epoch {epoch!r} is not a whole number in 0..{epochs} (--epochs)")
+    for key in ("optimizer", "scheduler", "rng"):
+        if not isinstance(state.get(key), dict):
+            raise UsageError(f"--resume {path}: no {key} state in it (a weights-only file cannot be resumed)")
+
+
 class RunState:
     """Epoch to start from, metric rows so far and the best test top-1, for one run folder."""
 
@@ -70,6 +80,7 @@ class RunState:
             path = Path(resume or self.out / "last.pt")
             state = read_checkpoint(path)
             check_resume(RunConfig.from_dict(state["config"]), self.config, str(path))
+            check_resumable(state, self.config.epochs, path)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -80,7 +91,10 @@ class RunState:
             set_rng_states(state["rng"])
             self.start_epoch, self.best_val_top1 = state["epoch"], state.get("best_val_top1", -1.0)
             history = state.get("history") or self._saved_rows()  # format 1 checkpoints keep no history
-            self.rows = [row for row in history if row["epoch"] <= self.start_epoch]
+            rows = [row for row in history if isinstance(row, dict) and isinstance(row.get("epoch"), int)]
+            if len(rows) != len(history):
+                raise UsageError(f"--resume {path}: its metric history has rows without an epoch number")
+            self.rows = [row for row in rows if row["epoch"] <= self.start_epoch]
             message = f"resumed {path} at epoch {self.start_epoch}"
         else:
             refuse_overwrite(self.out / "config.json", force)
