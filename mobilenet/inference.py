@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from layers import Conv2dSame, ConvBNAct
-from layers.padding import same_padding
+from layers.padding import same_padding, symmetric_form
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
@@ -58,8 +58,9 @@ def plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
 
 @torch.no_grad()
 def bake_same_padding(model: nn.Module, resolution: int) -> nn.Module:
-    """`model` (changed in place) for one input size: every remaining `Conv2dSame` becomes a fixed zero pad
-    followed by a plain `nn.Conv2d`, the padding it computes for that size. For int8 quantization, whose
+    """`model` (changed in place) for one input size: every remaining `Conv2dSame` becomes a plain `nn.Conv2d`
+    with the symmetric padding and zero-fronted kernel that compute its "SAME" padding for that size
+    (`layers.padding.symmetric_form`). For int8 quantization, whose
     x86 quantizer matches `nn.Conv2d` only; the model then gives wrong results at other input sizes."""
     sizes: dict[nn.Module, tuple[int, int]] = {}
     hooks = [
@@ -76,13 +77,29 @@ def bake_same_padding(model: nn.Module, resolution: int) -> nn.Module:
         if isinstance(module, ConvBNAct) and module.conv in sizes:
             conv = module.conv
             (height, width), k, s, d = sizes[conv], _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
-            top, bottom = same_padding(height, k[0], s[0], d[0])
-            left, right = same_padding(width, k[1], s[1], d[1])
+            padding = (*same_padding(height, k[0], s[0], d[0]), *same_padding(width, k[1], s[1], d[1]))
+            symmetric = symmetric_form(conv.weight, padding, d)
+            if symmetric is None:  # not met by MobileNet's layers: a fixed pad op, then the convolution
+                plain = nn.Conv2d(conv.in_channels, conv.out_channels, k, s, dilation=d, groups=conv.groups)
+                plain.load_state_dict(conv.state_dict(), strict=False)
+                top, bottom, left, right = padding
+                module.conv = nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), plain)  # type: ignore[assignment]
+                continue
+            weight, pad = symmetric
             plain = nn.Conv2d(
-                conv.in_channels, conv.out_channels, k, s, dilation=d, groups=conv.groups, bias=conv.bias is not None
+                conv.in_channels,
+                conv.out_channels,
+                tuple(weight.shape[-2:]),
+                s,
+                pad,
+                d,
+                conv.groups,
+                conv.bias is not None,
             )
-            plain.load_state_dict(conv.state_dict())
-            module.conv = nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), plain)  # type: ignore[assignment]
+            plain.weight.copy_(weight)
+            if conv.bias is not None:
+                plain.bias.copy_(conv.bias)
+            module.conv = plain
     return model
 
 

@@ -103,19 +103,28 @@ def test_depthwise_conv2d_rejects_wrong_weight():
         depthwise_conv2d(torch.randn(1, 4, 5, 5), torch.randn(4, 2, 3, 3))
 
 
-@pytest.mark.parametrize("size", [224, 113, 7, 8])
+@pytest.mark.parametrize("height, width", [(224, 224), (113, 113), (7, 8), (8, 7)])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_conv2d_same_matches_tensorflow_rule(size, stride):
-    conv = Conv2dSame(3, 4, 3, stride, bias=False)
-    x = torch.randn(1, 3, size, size)
-    out = -(-size // stride)  # TensorFlow: ceil(size / stride)
-    total = max((out - 1) * stride + 3 - size, 0)
-    # Hand rule: the odd pixel goes right/bottom.
-    expected = F.conv2d(
-        F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2)), conv.weight, stride=stride
-    )
-    assert conv(x).shape[-1] == out
-    torch.testing.assert_close(conv(x), expected)
+@pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv2d_same_matches_tensorflow_rule(height, width, stride, groups, channels_last):
+    """Against the hand rule (pad a copy, the odd pixel right/bottom), in value and gradient: the layer itself
+    pads nothing (a zero-fronted kernel with symmetric padding, `layers.padding.symmetric_form`)."""
+    conv = Conv2dSame(4, 4, 3, stride, groups=groups, bias=True).double()
+    x = torch.randn(2, 4, height, width, dtype=torch.float64, requires_grad=True)
+    x_in = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    def pads(size: int) -> tuple[int, int]:
+        total = max((-(-size // stride) - 1) * stride + 3 - size, 0)  # TensorFlow: ceil(size / stride) outputs
+        return total // 2, total - total // 2
+
+    expected = F.conv2d(F.pad(x, (*pads(width), *pads(height))), conv.weight, conv.bias, stride, groups=groups)
+    got = conv(x_in)
+    assert got.shape[-2:] == (-(-height // stride), -(-width // stride))
+    torch.testing.assert_close(got, expected)
+    (grad_got,) = torch.autograd.grad(got.square().sum(), conv.weight)
+    (grad_expected,) = torch.autograd.grad(expected.square().sum(), conv.weight)
+    torch.testing.assert_close(grad_got, grad_expected)
 
 
 @pytest.mark.parametrize("in_ch, out_ch, size", [(32, 64, 112), (512, 512, 14), (1024, 1024, 7), (3, 8, 9)])
