@@ -89,7 +89,7 @@ def bake_same_padding(model: nn.Module, resolution: int) -> nn.Module:
             plain = nn.Conv2d(
                 conv.in_channels,
                 conv.out_channels,
-                tuple(weight.shape[-2:]),
+                (weight.shape[-2], weight.shape[-1]),
                 s,
                 pad,
                 d,
@@ -97,7 +97,7 @@ def bake_same_padding(model: nn.Module, resolution: int) -> nn.Module:
                 conv.bias is not None,
             )
             plain.weight.copy_(weight)
-            if conv.bias is not None:
+            if conv.bias is not None and plain.bias is not None:
                 plain.bias.copy_(conv.bias)
             module.conv = plain
     return model
