@@ -97,7 +97,8 @@ def cli() -> None:
     try:
         results = main()
     except UsageError as e:
-        sys.exit(f"predict.py: error: {e}")
+        print(f"predict.py: error: {e}", file=sys.stderr)
+        sys.exit(2)  # as documented: 2 for a usage error, 1 for unreadable images
     failed = sum("error" in r for r in results)
     if failed:
         print(f"predict.py: {failed} of {len(results)} images could not be read (reported above)", file=sys.stderr)

@@ -11,6 +11,7 @@ Format versions: 1 (before the run record; no `format_version` key, `config` hol
 Both load; a newer version is refused with a message naming it.
 """
 
+import hashlib
 import math
 import os
 import tempfile
@@ -81,8 +82,34 @@ def refuse_overwrite(path: str | Path, force: bool) -> None:
         raise FileExistsError(f"{path} already exists: give --force to replace it")
 
 
+CHECKSUM_KEY = "tensor_sha256"
+
+
+def tensor_checksum(state: object, name: str = "") -> str:
+    """SHA-256 over every tensor in `state` (dicts in key order, lists in order): its name, dtype, shape and
+    bytes. What a flipped byte in a file's tensor data changes, and `torch.load` does not notice."""
+    digest = hashlib.sha256()
+
+    def visit(value: object, where: str) -> None:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{where}|{value.dtype}|{tuple(value.shape)}|".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                if key != CHECKSUM_KEY:
+                    visit(value[key], f"{where}/{key}")
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                visit(item, f"{where}/{i}")
+
+    visit(state, name)
+    return digest.hexdigest()
+
+
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """torch.save, written atomically (`write_atomically`)."""
+    """torch.save with the checksum of its tensors (`tensor_checksum`), written atomically (`write_atomically`)."""
+    state = dict(state, **{CHECKSUM_KEY: tensor_checksum(state)})
     write_atomically(path, lambda f: torch.save(state, f))
 
 
@@ -104,6 +131,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path}: checkpoint format version {version!r}; this version of the project reads 1 to {FORMAT_VERSION}"
         )
+    recorded = state.get(CHECKSUM_KEY)  # files written before checksums have none
+    if recorded is not None and recorded != tensor_checksum(state):
+        raise CheckpointError(f"{path}: its tensors do not match the checksum saved with them: the file is corrupt")
     problem = schema_problem(state)
     if problem:
         raise CheckpointError(f"{path}: {problem}")

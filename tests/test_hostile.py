@@ -21,7 +21,7 @@ from data.cub import CUB200, CUBFormatError
 from data.download import UnsafeArchiveError, safe_extract
 from deploy.images import ImageRejected, decode_image
 from mobilenet import create_model, load_checkpoint
-from mobilenet.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
+from mobilenet.checkpoint import CheckpointError, make_checkpoint, save_checkpoint, tensor_checksum
 from mobilenet.tflite import TFLiteImportError, load_tflite
 from tests.conftest import REPO, WEIGHTS, jpeg_bytes, requires_deploy, rss_mb, tiny_train_args
 
@@ -456,6 +456,26 @@ def test_resume_refuses_checkpoints_it_cannot_continue_and_duplicate_class_folde
         f.write(f"9 {first}\n")
     result = run_cli("train.py", *tiny_train_args(twice, tmp_path / "r2", "--epochs", "1"))
     assert result.returncode == 1 and "listed under two class ids" in one_line_error(result, "train.py")
+
+
+def test_a_flipped_byte_in_tensor_data_is_caught_by_every_reader(tiny_checkpoint, tiny_synthetic_root, tmp_path):
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    assert state["tensor_sha256"] == tensor_checksum(state)
+    raw = bytearray(tiny_checkpoint.read_bytes())
+    weights = state["model"]["classifier.weight"].contiguous().view(torch.uint8).numpy().tobytes()
+    at = raw.find(weights[:64])
+    assert at > 0  # torch.save stores tensor bytes uncompressed
+    raw[at + 10] ^= 0x01  # one bit of one weight: torch.load reads it without complaint
+    rotten = tmp_path / "rotten.pt"
+    rotten.write_bytes(bytes(raw))
+    assert not torch.equal(
+        torch.load(rotten, weights_only=True)["model"]["classifier.weight"], state["model"]["classifier.weight"]
+    )
+    result = run_cli("predict.py", str(tiny_synthetic_root / "images"), "--checkpoint", str(rotten))
+    assert result.returncode == 2 and "do not match the checksum" in one_line_error(result, "predict.py")
+    args = tiny_train_args(tiny_synthetic_root, tmp_path / "run", "--resume", str(rotten))
+    result = run_cli("train.py", *args)
+    assert result.returncode == 1 and "do not match the checksum" in one_line_error(result, "train.py")
 
 
 def test_a_class_count_mismatch_is_caught_before_building(tmp_path):
