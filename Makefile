@@ -1,4 +1,5 @@
-# One command per job on a fresh clone: `make test`, `make train`, `make bench`, `make notebooks`.
+# One command per job on a fresh clone: `make test`, `make train`, `make bench`, `make notebooks`
+# (`make notebooks-full` refreshes the committed full-size outputs).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ $(VENV)/.installed: requirements.txt requirements-deploy.txt requirements-dev.tx
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-.PHONY: setup test lint train bench notebooks
+.PHONY: setup test lint train bench notebooks notebooks-full
 setup: $(VENV)/.installed
 
 lint: setup
@@ -26,5 +27,8 @@ bench: setup
 	$(PY) -m pytest bench
 	$(PY) -m bench.report bench/output/latest.json
 
-notebooks: setup
+notebooks: setup  # small runs into runs/notebooks/: the committed notebooks are not touched
 	$(PY) -m notebooks.run
+
+notebooks-full: setup  # re-execute full size and replace the committed outputs (about 45 min on 2 cores)
+	NOTEBOOKS_FULL=1 $(PY) -m notebooks.run --in-place

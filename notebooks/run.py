@@ -1,14 +1,17 @@
 """Execute the teaching notebooks headless from a clean kernel and save them with their outputs.
 
-    python -m notebooks.run                  # all five, in place (what `make notebooks` does)
+    python -m notebooks.run                  # all five, small runs, into runs/notebooks/ (`make notebooks`)
     python -m notebooks.run 03_mobilenet_v2   # some of them
-    NOTEBOOKS_FULL=1 python -m notebooks.run  # full-size settings instead of the small default run
+    NOTEBOOKS_FULL=1 python -m notebooks.run --in-place   # refresh the committed full-size outputs
+                                                          # (`make notebooks-full`)
 
-Each notebook runs with the repository root as its working directory; an error in any cell stops it with
-the cell's traceback and a non-zero exit.
+The committed notebooks hold full-size outputs, so only a full-size run may replace them: `--in-place`
+without `NOTEBOOKS_FULL=1` is refused. Each notebook runs with the repository root as its working directory;
+an error in any cell stops it with the cell's traceback and a non-zero exit.
 """
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -20,6 +23,10 @@ from nbclient import NotebookClient
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent
 REPO_ROOT = NOTEBOOK_DIR.parent
+DEFAULT_OUT = REPO_ROOT / "runs" / "notebooks"  # git-ignored
+# A guard against a hung kernel, not a speed test: the slowest small-run cell takes well under a minute on
+# 2 cores, and a busy machine must not fail it.
+CELL_TIMEOUT_S = 3600
 
 
 def notebook_paths(names: list[str] | None = None) -> list[Path]:
@@ -37,7 +44,7 @@ def notebook_paths(names: list[str] | None = None) -> list[Path]:
     return chosen
 
 
-def execute(path: Path, *, out: Path | None = None, timeout: int = 600) -> float:
+def execute(path: Path, *, out: Path | None = None, timeout: int = CELL_TIMEOUT_S) -> float:
     """Run every cell of `path` in a fresh python3 kernel; write the executed notebook to `out` (default: in place)."""
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
@@ -56,13 +63,26 @@ def execute(path: Path, *, out: Path | None = None, timeout: int = 600) -> float
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Re-execute the teaching notebooks in place.")
+    parser = argparse.ArgumentParser(description="Re-execute the teaching notebooks from clean kernels.")
     parser.add_argument("names", nargs="*", help="notebooks to run (default: all)")
-    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell (default: 600)")
+    parser.add_argument(
+        "--out", default=str(DEFAULT_OUT), help="folder for the executed copies (default: runs/notebooks)"
+    )
+    parser.add_argument(
+        "--in-place", action="store_true", help="replace the committed notebooks (only with NOTEBOOKS_FULL=1)"
+    )
+    parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="seconds per cell, a hang guard")
     args = parser.parse_args(argv)
+    if args.in_place and os.environ.get("NOTEBOOKS_FULL", "") in ("", "0"):
+        raise SystemExit(
+            "notebooks.run: error: --in-place replaces the committed full-size outputs: set NOTEBOOKS_FULL=1"
+        )
+    out = Path(args.out)
     for path in notebook_paths(args.names):
-        print(f"{path.name} ...", end=" ", flush=True)
-        seconds = execute(path, timeout=args.timeout)
+        target = path if args.in_place else out / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        print(f"{path.name} -> {target} ...", end=" ", flush=True)
+        seconds = execute(path, out=target, timeout=args.timeout)
         print(f"{seconds:.1f} s", flush=True)
 
 
