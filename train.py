@@ -19,6 +19,7 @@ classification script: `get_args_parser`, `train_one_epoch`, `evaluate`, `main`.
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -567,10 +568,18 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
 
 
 def cli() -> None:
+    if hasattr(signal, "SIGXFSZ"):  # over `ulimit -f`: an OSError (EFBIG) to report, not a silent kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         main()
     except (UsageError, TFLiteImportError, CheckpointError, CUBFormatError, FileNotFoundError, FileExistsError) as e:
         sys.exit(f"train.py: error: {e}")
+    except KeyboardInterrupt:
+        print("train.py: interrupted; the last finished epoch is in last.pt: continue with --resume", file=sys.stderr)
+        sys.exit(130)
+    except OSError as e:  # a full disk, a file-size limit: every file is written atomically, the old ones stay whole
+        where = f" ({e.filename})" if e.filename else ""
+        sys.exit(f"train.py: error: {e.strerror or e}{where}; the previous checkpoint and metric files are intact")
     finally:
         close_distributed()
 

@@ -478,6 +478,42 @@ def test_a_flipped_byte_in_tensor_data_is_caught_by_every_reader(tiny_checkpoint
     assert result.returncode == 1 and "do not match the checksum" in one_line_error(result, "train.py")
 
 
+def test_the_run_folder_is_locked_cleaned_and_repaired_on_resume(tiny_synthetic_root, tmp_path):
+    import fcntl
+
+    from mobilenet.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    train.main(tiny_train_args(tiny_synthetic_root, run, "--val-fraction", "0"))
+    with open(run / ".lock", "w") as held:  # another train.py writing this folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run_cli("train.py", *tiny_train_args(tiny_synthetic_root, run, "--val-fraction", "0", "--resume"))
+        assert result.returncode == 1 and "another train.py is writing" in one_line_error(result, "train.py")
+    (run / ".last.pt.killed.tmp").write_bytes(b"")  # what SIGKILL during a checkpoint write leaves
+    state = torch.load(run / "last.pt", weights_only=True)
+    save_checkpoint(dict(state, epoch=1), run / "best.pt")  # SIGINT between the last.pt and best.pt writes
+    train.main(tiny_train_args(tiny_synthetic_root, run, "--val-fraction", "0", "--resume"))
+    assert not list(run.glob(".*.tmp"))
+    assert torch.load(run / "best.pt", weights_only=True)["epoch"] == 2
+
+
+def test_sigint_is_one_line_and_the_run_resumes(tiny_synthetic_root, tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = [sys.executable, "train.py", *tiny_train_args(tiny_synthetic_root, run, "--epochs", "200", "--no-progress")]
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (run / "last.pt").is_file() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    assert "interrupted" in stderr and "--resume" in stderr
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] >= 1
+
+
 def test_a_class_count_mismatch_is_caught_before_building(tmp_path):
     model = create_model("v1", width_mult=0.25, num_classes=3)
     state = make_checkpoint(model, class_names=["a", "b", "c"], config={}, epoch=1, metrics={}, best_val_top1=0.0)

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import torch
 
-from mobilenet.checkpoint import make_checkpoint, read_checkpoint, refuse_overwrite, save_checkpoint, write_atomically
+from mobilenet.checkpoint import (
+    CheckpointError,
+    make_checkpoint,
+    read_checkpoint,
+    refuse_overwrite,
+    save_checkpoint,
+    write_atomically,
+)
 from mobilenet.common import MobileNetBase
 from training.config import RunConfig, UsageError, check_resume
 from training.ema import ModelEMA
@@ -76,6 +83,9 @@ class RunState:
     ) -> str:
         """Begin (resume None) or resume (a path, or "" for OUT/last.pt); returns a line for the log. Beginning
         in a folder that holds a run is refused unless `force` (`--force`)."""
+        self._lock()
+        for stale in self.out.glob(".*.tmp"):  # a write killed mid-way (SIGKILL) leaves its temporary file
+            stale.unlink(missing_ok=True)
         if resume is not None:
             path = Path(resume or self.out / "last.pt")
             state = read_checkpoint(path)
@@ -96,6 +106,9 @@ class RunState:
                 raise UsageError(f"--resume {path}: its metric history has rows without an epoch number")
             self.rows = [row for row in rows if row["epoch"] <= self.start_epoch]
             message = f"resumed {path} at epoch {self.start_epoch}"
+            if self.rank == 0 and self._best_is_stale(path, state):
+                save_checkpoint(state, self.out / "best.pt")  # interrupted between the last.pt and best.pt writes
+                message += f"; best.pt was behind it and is now epoch {self.start_epoch}'s"
         else:
             refuse_overwrite(self.out / "config.json", force)
             message = f"writing {self.out}"
@@ -104,6 +117,38 @@ class RunState:
             record = dict(self.config.to_dict(), class_names=self.class_names, **extra)
             write_atomic(self.out / "config.json", json.dumps(record, indent=2) + "\n")
         return message
+
+    def _lock(self) -> None:
+        """Hold an exclusive lock on the run folder for this process's life: a second train.py writing the same
+        --out would mix two runs' files."""
+        if self.rank != 0:
+            return
+        import fcntl
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.out / ".lock", "w")  # closed (and the lock released) when the process ends
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UsageError(f"{self.out}: another train.py is writing this run folder (give another --out)") from None
+
+    def _best_is_stale(self, last_path: Path, state: dict) -> bool:
+        """Whether best.pt should be the resumed checkpoint but is not (missing or an earlier epoch)."""
+        best_epoch = state["epoch"] if self.config.val_fraction == 0 else self._best_epoch()
+        if best_epoch != state["epoch"] or last_path.resolve() != (self.out / "last.pt").resolve():
+            return False
+        best = self.out / "best.pt"
+        if not best.is_file():
+            return True
+        try:
+            return read_checkpoint(best).get("epoch") != best_epoch
+        except CheckpointError:
+            return True
+
+    def _best_epoch(self) -> int | None:
+        """The epoch best.pt should hold: the best validation top-1 so far, ties to the later epoch."""
+        scored = [(row["val_top1"], row["epoch"]) for row in self.rows if row.get("val_top1") is not None]
+        return max(scored)[1] if scored else None
 
     def _saved_rows(self) -> list[dict]:
         path = self.out / "metrics.jsonl"
