@@ -32,14 +32,10 @@ from evaluation.timing import median_seconds
 from mobilenet.checkpoint import CheckpointError, load_checkpoint, refuse_overwrite, write_atomically
 from mobilenet.flops import count_macs
 from mobilenet.tta import Inference
-from training.config import RunConfig
+from training.config import RunConfig, UsageError
 from training.runtime import select_device, tune_malloc
 
 VIEWS = ("center", "full", "bbox")
-
-
-class UsageError(ValueError):
-    """A bad option: one line naming it, no traceback."""
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -134,6 +130,11 @@ def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, out: Path | N
     )
     resolution = inference.resolution
     crop = "bbox" if args.view == "bbox" else "none"
+    if args.split == "val" and run.val_fraction == 0:
+        raise UsageError(
+            f"--split val: {checkpoint} comes from a run without a validation split (a refit trains on every "
+            "training image); evaluate --split test, or train with --val-fraction 0.1"
+        )
     dataset = run.dataset(args.split, view_transform(args.view, resolution), data_root=root, crop=crop)
     if len(dataset.class_names) != len(info["class_names"]):
         raise CheckpointError(

@@ -21,10 +21,7 @@ from PIL import Image
 from deploy.images import ImageRejected, NoImagesFound, find_images, read_image_file
 from deploy.predictor import Predictor
 from mobilenet.checkpoint import CheckpointError
-
-
-class UsageError(ValueError):
-    """A bad option or input that stops the command before any prediction: one line, exit status 2."""
+from training.config import UsageError
 
 
 def get_args_parser() -> argparse.ArgumentParser:

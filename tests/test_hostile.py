@@ -514,6 +514,13 @@ def test_sigint_is_one_line_and_the_run_resumes(tiny_synthetic_root, tmp_path):
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] >= 1
 
 
+def test_evaluate_split_val_of_a_refit_is_one_line(tiny_synthetic_root, tmp_path):
+    run = tmp_path / "refit"
+    train.main(tiny_train_args(tiny_synthetic_root, run, "--val-fraction", "0", "--epochs", "1"))
+    result = run_cli("evaluate.py", "--checkpoint", str(run / "best.pt"), "--split", "val", "--no-plots")
+    assert result.returncode == 1 and "without a validation split" in one_line_error(result, "evaluate.py")
+
+
 def test_a_class_count_mismatch_is_caught_before_building(tmp_path):
     model = create_model("v1", width_mult=0.25, num_classes=3)
     state = make_checkpoint(model, class_names=["a", "b", "c"], config={}, epoch=1, metrics={}, best_val_top1=0.0)

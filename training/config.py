@@ -67,7 +67,8 @@ RECIPE_KEYS = tuple(RECIPES["scratch"])
 
 
 class UsageError(ValueError):
-    """An invalid option: reported as one line naming the flag, before any work."""
+    """An invalid option or input, for every command: reported as one line naming the flag or file, before any
+    work."""
 
 
 @dataclass(frozen=True)
