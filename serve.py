@@ -19,10 +19,19 @@ import html
 import sys
 import time
 
-from deploy.images import MAX_BYTES, MAX_PIXELS, ImageRejected, decode_image
+from deploy.images import (
+    MAX_BYTES,
+    MAX_DECODE_BYTES,
+    MAX_PIXELS,
+    ImageRejected,
+    decode_bytes,
+    finish_decode,
+    open_image,
+)
 from deploy.predictor import Predictor
 from deploy.requirements import INSTALL, MissingDependency, require
 from mobilenet.checkpoint import CheckpointError
+from training.runtime import limit_malloc_arenas, release_memory
 
 try:
     from fastapi import FastAPI, HTTPException, Request
@@ -83,8 +92,27 @@ form.addEventListener("submit", async (event) => {{
 """
 
 
-MAX_CONCURRENT = 4  # decodes + forward passes at a time: bounds the memory a burst of uploads can take
+MAX_CONCURRENT = 4  # decodes + forward passes at a time, and uploads read at a time
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers around the file
+
+
+class MemoryBudget:
+    """Bytes that decodes in flight may take together: a request waits until its image fits (one image alone
+    always may), so a burst of large images is decoded in turn instead of at once."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.used = total, 0
+        self.changed = asyncio.Condition()
+
+    async def acquire(self, amount: int) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.used == 0 or self.used + amount <= self.total)
+            self.used += amount
+
+    async def release(self, amount: int) -> None:
+        async with self.changed:
+            self.used -= amount
+            self.changed.notify_all()
 
 
 def create_app(
@@ -97,6 +125,8 @@ def create_app(
     """The service around `predictor`; limits are per app (no global state)."""
     app = FastAPI(title="Fine-grained MobileNet", docs_url="/docs")
     working = asyncio.Semaphore(max_concurrent)
+    reading = asyncio.Semaphore(max_concurrent)  # bodies held in memory at a time: the others wait, unread
+    decoding = MemoryBudget(MAX_DECODE_BYTES)
     page = PAGE.format(model=html.escape(predictor.name), classes=len(predictor.class_names))
 
     @app.exception_handler(RequestValidationError)
@@ -116,37 +146,65 @@ def create_app(
         inference = predictor.metadata.get("inference", f"centre view at {predictor.metadata['resolution']}px")
         return {"status": "ok", "model": predictor.name, "classes": len(predictor.class_names), "inference": inference}
 
-    @app.post("/predict")
-    async def predict(request: Request, k: int = 5) -> Response:
-        if k < 1:
-            raise HTTPException(400, f"k must be at least 1, got {k}")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes + FORM_OVERHEAD:
-            raise HTTPException(413, f"request body of {int(declared):,} bytes is over the {max_bytes:,}-byte limit")
+    async def read_upload(request: Request) -> tuple[bytes | None, str]:
+        """The uploaded file's bytes and name (None if the client disconnected); 4xx for a bad body."""
         body = bytearray()
         try:
             async for chunk in request.stream():  # counted as it arrives: a chunked body has no Content-Length
                 body += chunk
                 if len(body) > max_bytes + FORM_OVERHEAD:
                     raise HTTPException(413, f"request body is over the {max_bytes:,}-byte limit (stopped reading)")
-        except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing to log
-            return Response(status_code=400)
+        except ClientDisconnect:
+            return None, ""
         request._body = bytes(body)  # what request.form() parses instead of reading the stream again
+        del body
         async with request.form(max_files=1, max_fields=4, max_part_size=max_bytes + 1) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise HTTPException(400, "no image: send the photo in a multipart form field named 'file'")
             data = await upload.read(max_bytes + 1)
             name = upload.filename or "upload"
-        async with working:
+        request._body = b""
+        return data, name
+
+    def decode_and_predict(image, name: str, k: int) -> list[dict]:
+        try:
+            return predictor.predict([finish_decode(image, name)], k)[0]
+        except ImageRejected as e:
+            raise HTTPException(e.status, str(e)) from None
+        finally:
+            image.close()
+
+    @app.post("/predict")
+    async def predict(request: Request, k: int = 5) -> Response:
+        try:
+            return await answer(request, k)
+        finally:
+            release_memory()  # what the request's body and image took goes back to the system, refused or not
+
+    async def answer(request: Request, k: int) -> Response:
+        if k < 1:
+            raise HTTPException(400, f"k must be at least 1, got {k}")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes + FORM_OVERHEAD:
+            raise HTTPException(413, f"request body of {int(declared):,} bytes is over the {max_bytes:,}-byte limit")
+        async with reading:
+            data, name = await read_upload(request)
+            if data is None:
+                return Response(status_code=400)  # the client went away mid-upload: nobody to answer
             try:
-                image = await run_in_threadpool(
-                    decode_image, data, max_bytes=max_bytes, max_pixels=max_pixels, name=name
-                )
+                image = await run_in_threadpool(open_image, data, max_bytes=max_bytes, max_pixels=max_pixels, name=name)
             except ImageRejected as e:
                 raise HTTPException(e.status, str(e)) from None
-            start = time.perf_counter()
-            top = (await run_in_threadpool(predictor.predict, [image], k))[0]
+            del data
+        cost = decode_bytes(image)
+        await decoding.acquire(cost)
+        try:
+            async with working:
+                start = time.perf_counter()
+                top = await run_in_threadpool(decode_and_predict, image, name, k)
+        finally:
+            await decoding.release(cost)
         milliseconds = (time.perf_counter() - start) * 1000
         return JSONResponse({"top": top, "model": predictor.name, "milliseconds": round(milliseconds, 2)})
 
@@ -181,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     args = get_args_parser().parse_args(argv)
+    limit_malloc_arenas()  # before uvicorn's and the thread pool's threads exist
     predictor = Predictor.load(args.checkpoint)
     app = create_app(
         predictor, max_bytes=args.max_bytes, max_pixels=args.max_pixels, max_concurrent=args.max_concurrent

@@ -512,59 +512,62 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     optimizer, scheduler = make_optimizer(config, model, steps_per_epoch=len(loaders.train))
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
     state = RunState(config, class_names, rank)
-    extra = dict(model_config=model.config, data_config=model.data_config, world_size=world)
-    log(state.start(flags.resume, model, optimizer, scheduler, ema, scaler, extra, force=flags.force))
-    log(
-        f"training {config.arch} width {config.width:g} at {config.resolution}px on {len(loaders.train_set)} images "
-        f"x {config.epochs} epochs, {len(class_names)} classes, {world} process(es) on {device}; "
-        f"evaluating with {config.inference.describe()}"
-    )
-
-    metrics: dict = {}
-    if state.start_epoch == 0 and (mapped is not None or config.epochs == 0):
-        # The start's own accuracy, before any training: with a transplanted head, the zero-shot figure.
-        row = {"epoch": 0, "step": 0, **evaluate_run(model, loaders, config, device, mapped)}
-        log(epoch_summary(row, config.epochs))
-        if config.epochs == 0:
-            state.end_epoch(0, row, model, optimizer, scheduler, ema, scaler)
-        else:
-            state.rows.append(row)
-        metrics = row
-    for epoch in range(state.start_epoch, config.epochs):
-        # Every epoch draws from RNGs seeded by (seed, epoch, rank): a resumed run replays the same epochs.
-        seed_everything(config.seed * 100_003 + epoch * 1009 + rank)
-        loaders.train_sampler.set_epoch(epoch)
-        frozen = [model.features] if epoch < config.freeze_epochs else []
-        row = train_one_epoch(
-            net,
-            loaders.train,
-            optimizer,
-            scheduler,
-            config,
-            device,
-            epoch=epoch,
-            num_classes=len(class_names),
-            ema=ema,
-            scaler=scaler,
-            frozen=frozen,
-            teacher=teacher,
-            show=rank == 0 and not config.no_progress,
+    try:
+        extra = dict(model_config=model.config, data_config=model.data_config, world_size=world)
+        log(state.start(flags.resume, model, optimizer, scheduler, ema, scaler, extra, force=flags.force))
+        log(
+            f"training {config.arch} width {config.width:g} at {config.resolution}px on {len(loaders.train_set)} images "
+            f"x {config.epochs} epochs, {len(class_names)} classes, {world} process(es) on {device}; "
+            f"evaluating with {config.inference.describe()}"
         )
-        average_buffers(model)
-        row = {
-            "epoch": epoch + 1,
-            "step": (epoch + 1) * len(loaders.train),
-            **row,
-            "lr": optimizer.param_groups[0]["lr"],
-        }
-        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            row.update(evaluate_run(ema.module if ema else model, loaders, config, device, mapped))
-        log(epoch_summary(row, config.epochs))
-        state.end_epoch(epoch + 1, row, model, optimizer, scheduler, ema, scaler)
-        if on_epoch is not None and rank == 0:
-            on_epoch(state.rows)
-        metrics = row
-    return dict(metrics, best_val_top1=state.best_val_top1)
+
+        metrics: dict = {}
+        if state.start_epoch == 0 and (mapped is not None or config.epochs == 0):
+            # The start's own accuracy, before any training: with a transplanted head, the zero-shot figure.
+            row = {"epoch": 0, "step": 0, **evaluate_run(model, loaders, config, device, mapped)}
+            log(epoch_summary(row, config.epochs))
+            if config.epochs == 0:
+                state.end_epoch(0, row, model, optimizer, scheduler, ema, scaler)
+            else:
+                state.rows.append(row)
+            metrics = row
+        for epoch in range(state.start_epoch, config.epochs):
+            # Every epoch draws from RNGs seeded by (seed, epoch, rank): a resumed run replays the same epochs.
+            seed_everything(config.seed * 100_003 + epoch * 1009 + rank)
+            loaders.train_sampler.set_epoch(epoch)
+            frozen = [model.features] if epoch < config.freeze_epochs else []
+            row = train_one_epoch(
+                net,
+                loaders.train,
+                optimizer,
+                scheduler,
+                config,
+                device,
+                epoch=epoch,
+                num_classes=len(class_names),
+                ema=ema,
+                scaler=scaler,
+                frozen=frozen,
+                teacher=teacher,
+                show=rank == 0 and not config.no_progress,
+            )
+            average_buffers(model)
+            row = {
+                "epoch": epoch + 1,
+                "step": (epoch + 1) * len(loaders.train),
+                **row,
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+            if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+                row.update(evaluate_run(ema.module if ema else model, loaders, config, device, mapped))
+            log(epoch_summary(row, config.epochs))
+            state.end_epoch(epoch + 1, row, model, optimizer, scheduler, ema, scaler)
+            if on_epoch is not None and rank == 0:
+                on_epoch(state.rows)
+            metrics = row
+        return dict(metrics, best_val_top1=state.best_val_top1)
+    finally:
+        state.close()  # the run folder's lock
 
 
 def cli() -> None:

@@ -95,13 +95,23 @@ def _check_same_ids(reference: dict, reference_path: Path, other: dict, other_pa
         )
 
 
+ORIENTATION = 0x0112  # the EXIF tag
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """`img` (decoded) as upright RGB, whatever its mode: the EXIF orientation applied (a phone photo the
     right way up), 16- and 32-bit greys scaled to 8 bits (not clipped), transparency put on white."""
-    img = ImageOps.exif_transpose(img)
+    transposed = ImageOps.exif_transpose(img) if img.getexif().get(ORIENTATION, 1) != 1 else img  # no copy if upright
+    img = transposed if transposed is not None else img
+    if img.mode == "RGB":
+        return img  # already what is wanted: no second copy of a large photo
     if img.mode == "I" or img.mode.startswith("I;16"):  # integer greys (16-bit PNGs): 0..65535 -> 0..255
-        pixels = np.asarray(img, dtype=np.int64).clip(0, 65535)
-        return Image.fromarray((pixels // 257).astype(np.uint8), "L").convert("RGB")
+        grey = np.empty((img.height, img.width), dtype=np.uint8)
+        step = max(1, (1 << 22) // max(img.width, 1))  # about 4 M pixels at a time: no full-size int64 copy
+        for top in range(0, img.height, step):
+            band = np.asarray(img.crop((0, top, img.width, min(top + step, img.height))), dtype=np.int64)
+            grey[top : top + step] = band.clip(0, 65535) // 257
+        return Image.fromarray(grey, "L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):

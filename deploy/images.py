@@ -22,6 +22,10 @@ from data.cub import to_rgb
 MAX_BYTES = 10 * 1024 * 1024  # 10 MB
 MAX_PIXELS = 40_000_000  # 40 megapixels: above any phone photo, far below a decompression bomb
 MAX_ASPECT = 16  # longer side / shorter side: a 32:9 panorama is 3.6; a 1-pixel strip is not a photo
+# Bytes a decode may take (its pixels at the mode's depth, plus the RGB copy): a 40-megapixel 8-bit RGB photo
+# is 240 MB; a 16-bit 40-megapixel PNG of 78 KB would be 400 MB. Bounds one upload's memory, header first.
+MAX_DECODE_BYTES = 256 * 1024 * 1024
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # a phone's multi-picture JPEG (MPO) opens as JPEG
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -40,9 +44,32 @@ def decode_image(
     max_bytes: int = MAX_BYTES,
     max_pixels: int = MAX_PIXELS,
     max_aspect: float = MAX_ASPECT,
+    max_decode_bytes: int = MAX_DECODE_BYTES,
     name: str = "image",
 ) -> Image.Image:
     """`data` decoded to an RGB PIL image, or `ImageRejected` naming `name` and the reason."""
+    img = open_image(
+        data,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        max_aspect=max_aspect,
+        max_decode_bytes=max_decode_bytes,
+        name=name,
+    )
+    return finish_decode(img, name)
+
+
+def open_image(
+    data: bytes,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    max_aspect: float = MAX_ASPECT,
+    max_decode_bytes: int = MAX_DECODE_BYTES,
+    name: str = "image",
+) -> Image.Image:
+    """Every check that the header allows, no pixel decoded yet: the opened image, or `ImageRejected`. Its
+    decode will take `decode_bytes(img)` of memory (what a service budgets before `finish_decode`)."""
     if not data:
         raise ImageRejected(f"{name}: empty (0 bytes)", 400)
     if len(data) > max_bytes:
@@ -68,11 +95,35 @@ def decode_image(
         )
     if width < 1 or height < 1 or max(width, height) > max_aspect * min(width, height):
         raise ImageRejected(f"{name}: {width}x{height} is not a photo (aspect ratio over {max_aspect:g}:1)", 413)
+    slow = sorted({tile[0] for tile in img.tile if tile[0] in Image.DECODERS})
+    if slow:  # Pillow's decoders written in Python (RLE BMP): seconds per kilobyte, a slot held for each
+        raise ImageRejected(
+            f"{name}: {img.format} compressed as {', '.join(slow)} is not accepted (too slow to decode)", 415
+        )
+    cost = decode_bytes(img)
+    if cost > max_decode_bytes:
+        raise ImageRejected(
+            f"{name}: decoding {width}x{height} {img.mode} would take {cost / 2**20:,.0f} MB, over the "
+            f"{max_decode_bytes / 2**20:,.0f} MB limit",
+            413,
+        )
+    return img
+
+
+def finish_decode(img: Image.Image, name: str = "image") -> Image.Image:
+    """The pixels of an image `open_image` accepted, as upright RGB; `ImageRejected` if the data is bad."""
     try:
         img.load()
         return to_rgb(img)
     except Exception as e:  # truncated or corrupt data (OSError, SyntaxError, ValueError, ...)
         raise ImageRejected(f"{name}: cannot decode {img.format} image ({e})", 400) from None
+
+
+def decode_bytes(img: Image.Image) -> int:
+    """Memory the decode of `img` (an opened, not yet loaded image) and its RGB copy take, from the header."""
+    width, height = img.size
+    depth = _BYTES_PER_PIXEL.get(img.mode, 4)  # I, F, RGBA, CMYK, I;16 (the conversion widens it): 4
+    return width * height * (depth + 3)
 
 
 class NoImagesFound(ValueError):

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from data.cub import pil_to_tensor
-from data.transforms import eval_transform
+from data.transforms import EVAL_CROP_FRACTION, eval_transform
 from deploy.requirements import require
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.checkpoint import CheckpointError
@@ -59,9 +59,22 @@ def inference_model(model: MobileNetBase, info: dict, *, channels_last: bool) ->
 
 
 def preprocessor(metadata: dict):
-    """The evaluation view for a model with `metadata`: RGB PIL image -> normalized float32 array (3, R, R)."""
+    """The evaluation view for a model with `metadata`: RGB PIL image -> normalized float32 array (3, R, R).
+
+    A photo whose shorter side is over twice the view's (`resolution / 0.875`) is first reduced by an integer
+    factor with PIL's box filter, keeping it above twice: the resize would average those pixels anyway, and a
+    40-megapixel upload then never becomes a 480 MB float tensor. Photos the size of CUB's are not touched, so
+    predictions on them are evaluate.py's."""
     transform = eval_transform(metadata["resolution"], mean=metadata["mean"], std=metadata["std"])
-    return lambda image: transform(pil_to_tensor(image)).numpy().astype(np.float32)
+    shorter = round(metadata["resolution"] / EVAL_CROP_FRACTION)
+
+    def preprocess(image: Image.Image) -> np.ndarray:
+        factor = min(image.size) // (2 * shorter)
+        if factor >= 2:
+            image = image.reduce(factor)
+        return transform(pil_to_tensor(image)).numpy().astype(np.float32)
+
+    return preprocess
 
 
 class Predictor:

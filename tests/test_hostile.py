@@ -6,6 +6,7 @@ import io
 import json
 import os
 import random
+import struct
 import subprocess
 import sys
 import tarfile
@@ -40,6 +41,15 @@ def encoded(fmt: str, mode: str = "RGB") -> bytes:
     return buffer.getvalue()
 
 
+def rle_bmp(width: int, height: int) -> bytes:
+    """An 8-bit RLE-compressed BMP of a few bytes claiming width x height: Pillow decodes it in pure Python."""
+    palette = b"".join(struct.pack("<BBBB", i, i, i, 0) for i in range(256))
+    runs = bytes([255, 7]) * 4 + b"\x00\x01"  # four runs of 255 pixels, then end of bitmap
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(runs), 2835, 2835, 256, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(runs), 0, 0, offset) + info + palette + runs
+
+
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n"
 
 # (bytes, HTTP status, words in the message): every upload a service must refuse.
@@ -54,6 +64,8 @@ HOSTILE_UPLOADS = {
     "PPM": (encoded("PPM"), 415, "accepted format"),
     "SVG text": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', 415, "accepted format"),
     "empty": (b"", 400, "empty"),
+    "RLE BMP 8000x5000 (pure-Python decoder)": (rle_bmp(8000, 5000), 415, "too slow to decode"),
+    "16-bit 8000x5000 PNG (400 MB to decode)": (png(8000, 5000, "I;16"), 413, "MB limit"),
 }
 
 
@@ -529,3 +541,90 @@ def test_a_class_count_mismatch_is_caught_before_building(tmp_path):
     save_checkpoint(state, tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match=r"classifier of shape \(3, 256\) for 4 classes"):
         load_checkpoint(tmp_path / "m.pt")
+
+
+def test_service_under_hostile_load_stays_bounded_and_keeps_answering(tiny_checkpoint, tmp_path):
+    """16 clients at once, mixing normal photos with the audit's hostile uploads (16-bit and RLE bombs, 10 MB of
+    noise, a 40-megapixel photo, clients that vanish mid-upload): every normal request is answered, memory stays
+    under 600 MB at its peak and returns within 100 MB of where it started, and the log holds no traceback."""
+    import socket
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.conftest import free_port, wait_until_up
+
+    log = tmp_path / "serve.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "serve.py", "--checkpoint", str(tiny_checkpoint), "--port", str(port)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
+    try:
+        wait_until_up(url, process)
+        photo = jpeg_bytes((640, 480))
+        big = png(6000, 6000)  # 36 megapixels, 216 MB to decode: allowed, one at a time
+        noise = random.Random(0).randbytes(10 * 1024 * 1024 - 100 * 1024)
+        hostile = [png(8000, 5000, "I;16"), rle_bmp(8000, 5000), noise, big]
+
+        def disconnect() -> None:  # half a body, then gone
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+                conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n")
+                conn.sendall(b"Content-Type: multipart/form-data; boundary=b\r\n\r\n" + b"y" * 200_000)
+
+        def normal() -> tuple[int, float]:
+            start = time.perf_counter()
+            with httpx.Client(timeout=300) as c:
+                status = c.post(url + "/predict", files={"file": ("b.jpg", photo, "image/jpeg")}).status_code
+            return status, time.perf_counter() - start
+
+        def one(i: int):
+            if i % 4 == 0:
+                return normal()
+            if i % 8 == 1:
+                disconnect()
+                return None
+            with httpx.Client(timeout=300) as c:
+                data = hostile[i % len(hostile)]
+                return c.post(url + "/predict", files={"file": ("x.bin", data, "application/octet-stream")}).status_code
+
+        alone = [normal()[1] for _ in range(5)]  # the normal request's time on an idle service
+        start_mb, peak = rss_mb(process.pid), [0.0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_mb(process.pid))
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(one, range(96)))
+        done.set()
+        sampler.join()
+        time.sleep(1)
+        end_mb = rss_mb(process.pid)
+        normals = [r for i, r in enumerate(results) if i % 4 == 0]
+        print(f"\nRSS {start_mb:.0f} MB -> peak {peak[0]:.0f} MB -> {end_mb:.0f} MB after")
+        assert all(status == 200 for status, _ in normals)
+        slowest = max(seconds for _, seconds in normals)
+        # Starvation guard, relative to the same request alone in this run (the load has 16 clients at once).
+        assert slowest < 200 * sorted(alone)[2] + 30, (slowest, alone)
+        hostile_statuses = {r for i, r in enumerate(results) if i % 4 and r is not None}
+        assert hostile_statuses <= {200, 413, 415}, hostile_statuses
+        assert peak[0] < 600, f"peak {peak[0]:.0f} MB"
+        assert end_mb - start_mb < 100, f"{start_mb:.0f} -> {end_mb:.0f} MB"
+        assert httpx.get(url + "/health").status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]

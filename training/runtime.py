@@ -38,6 +38,32 @@ def tune_malloc() -> bool:
         return False
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Let at most `arenas` glibc heaps serve all threads (a service's thread pool would otherwise get one per
+    thread, each keeping its own freed memory); call before the threads start. True if applied."""
+    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if libc_name is None:
+        return False
+    try:
+        return bool(ctypes.CDLL(libc_name).mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
+
+
+def release_memory() -> None:
+    """Return the heap's free pages to the system (glibc `malloc_trim`; a no-op elsewhere): after a large
+    decode, so that a service's resident memory falls back instead of staying at its peak."""
+    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if libc_name is not None:
+        try:
+            ctypes.CDLL(libc_name).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+
+
 def select_device(name: str) -> torch.device:
     """'auto' picks CUDA, then MPS, then CPU; an explicit device that is not there is an error."""
     if name == "auto":

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
@@ -68,6 +69,7 @@ class RunState:
         self.out = Path(config.out)
         self.start_epoch, self.best_val_top1 = 0, -1.0
         self.rows: list[dict] = []
+        self._lock_file: TextIO | None = None
 
     def start(
         self,
@@ -131,6 +133,13 @@ class RunState:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise UsageError(f"{self.out}: another train.py is writing this run folder (give another --out)") from None
+
+    def close(self) -> None:
+        """Release the run folder's lock."""
+        lock = getattr(self, "_lock_file", None)
+        if lock is not None:
+            lock.close()
+            self._lock_file = None
 
     def _best_is_stale(self, last_path: Path, state: dict) -> bool:
         """Whether best.pt should be the resumed checkpoint but is not (missing or an earlier epoch)."""
