@@ -24,10 +24,13 @@ def _check_image(x: torch.Tensor) -> None:
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (antialiased when shrinking, like PIL) of a (3, H, W) tensor; keeps the dtype."""
+    """Bilinear resize (antialiased when shrinking, like PIL) of a (3, H, W) image or an (N, 3, H, W) batch;
+    keeps the dtype."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    out = F.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    batch = x if x.ndim == 4 else x[None]
+    out = F.interpolate(batch.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    out = out if x.ndim == 4 else out[0]
     if x.dtype == torch.uint8:
         out = out.round_().clamp_(0, 255).to(torch.uint8)
     return out

@@ -8,7 +8,7 @@ import torch
 from data.cub import CUB200
 from data.loaders import SeededDataset, SeededSampler, build_dataset
 from data.prepare import PackedDataset
-from data.transforms import eval_transform, train_transform
+from data.transforms import EVAL_CROP_FRACTION, eval_transform, train_transform
 from training.config import RunConfig
 
 
@@ -60,7 +60,7 @@ def make_loaders(
 
     def split(name: str, transform: Callable, resolution: int) -> CUB200 | PackedDataset:
         classes = list(config.class_ids) if config.class_ids else None
-        cache_size = round(resolution / 0.875)
+        cache_size = round(resolution / EVAL_CROP_FRACTION)
         return build_dataset(
             config.data_root,
             name,

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data.transforms import resize
 from mobilenet.checkpoint import CheckpointError, load_checkpoint
 from mobilenet.inference import optimize_for_inference
 from training.mixing import soft_target_loss
@@ -68,15 +69,9 @@ class Teacher:
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Teacher logits for a batch drawn at `load_resolution`, normalized for the student."""
-        x = resize(images, self.resolution) * self.scale + self.shift
+        x = resize(images, (self.resolution, self.resolution)) * self.scale + self.shift
         return self.model(x).float()
 
     def student_view(self, images: torch.Tensor) -> torch.Tensor:
         """The same batch at the student's resolution."""
-        return resize(images, self.student_resolution)
-
-
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return resize(images, (self.student_resolution, self.student_resolution))
