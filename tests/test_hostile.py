@@ -448,6 +448,8 @@ def test_download_refusals_are_one_line_and_leave_nothing(tmp_path):
 def test_resume_refuses_checkpoints_it_cannot_continue_and_duplicate_class_folders(tiny_synthetic_root, tmp_path):
     import shutil
 
+    from mobilenet.checkpoint import save_checkpoint
+
     run = tmp_path / "run"
     train.main(tiny_train_args(tiny_synthetic_root, run, "--epochs", "2"))
     state = torch.load(run / "last.pt", weights_only=True)
@@ -458,7 +460,7 @@ def test_resume_refuses_checkpoints_it_cannot_continue_and_duplicate_class_folde
         ("rows.pt", dict(state, history=[{"train_loss": 1.0}]), "rows without an epoch number"),
     ]
     for name, bad, words in cases:
-        torch.save(bad, tmp_path / name)
+        save_checkpoint(bad, tmp_path / name)  # with its own checksum: the fields are wrong, not the bytes
         args = tiny_train_args(tiny_synthetic_root, run, "--epochs", "2", "--resume", str(tmp_path / name))
         result = run_cli("train.py", *args)
         assert result.returncode == 1 and words in one_line_error(result, "train.py"), name
@@ -497,10 +499,13 @@ def test_the_run_folder_is_locked_cleaned_and_repaired_on_resume(tiny_synthetic_
 
     run = tmp_path / "run"
     train.main(tiny_train_args(tiny_synthetic_root, run, "--val-fraction", "0"))
-    with open(run / ".lock", "w") as held:  # another train.py writing this folder
+    held = os.open(run, os.O_RDONLY)  # another train.py writing this folder holds its lock
+    try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = run_cli("train.py", *tiny_train_args(tiny_synthetic_root, run, "--val-fraction", "0", "--resume"))
         assert result.returncode == 1 and "another train.py is writing" in one_line_error(result, "train.py")
+    finally:
+        os.close(held)
     (run / ".last.pt.killed.tmp").write_bytes(b"")  # what SIGKILL during a checkpoint write leaves
     state = torch.load(run / "last.pt", weights_only=True)
     save_checkpoint(dict(state, epoch=1), run / "best.pt")  # SIGINT between the last.pt and best.pt writes
@@ -515,7 +520,11 @@ def test_sigint_is_one_line_and_the_run_resumes(tiny_synthetic_root, tmp_path):
 
     run = tmp_path / "run"
     args = [sys.executable, "train.py", *tiny_train_args(tiny_synthetic_root, run, "--epochs", "200", "--no-progress")]
-    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job inherits SIGINT ignored; a user's Ctrl-C reaches a foreground train.py.
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    process = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore
+    )
     deadline = time.monotonic() + 240
     while not (run / "last.pt").is_file() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.5)

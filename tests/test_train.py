@@ -142,7 +142,7 @@ def _without(args: list[str], *flags: str) -> list[str]:
         (["--lr", "-1"], "--lr"),
         (["--width", "0"], "--width"),
         (["--schedule", "linear"], "--schedule"),
-        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "-1"], "--epochs"),
         (["--classes", "3-1"], "--classes"),
         (["--pretrained", "nothing.tflite"], "--pretrained"),
         (["--amp", "fp16", "--device", "cpu"], "--amp fp16"),

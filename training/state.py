@@ -11,8 +11,8 @@ a full disk never leaves half a file behind.
 import csv
 import io
 import json
+import os
 from pathlib import Path
-from typing import TextIO
 
 import torch
 
@@ -69,7 +69,7 @@ class RunState:
         self.out = Path(config.out)
         self.start_epoch, self.best_val_top1 = 0, -1.0
         self.rows: list[dict] = []
-        self._lock_file: TextIO | None = None
+        self._lock_fd: int | None = None
 
     def start(
         self,
@@ -128,18 +128,18 @@ class RunState:
         import fcntl
 
         self.out.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.out / ".lock", "w")  # closed (and the lock released) when the process ends
+        self._lock_fd = os.open(self.out, os.O_RDONLY)  # the folder itself: no lock file left in it
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            self.close()
             raise UsageError(f"{self.out}: another train.py is writing this run folder (give another --out)") from None
 
     def close(self) -> None:
         """Release the run folder's lock."""
-        lock = getattr(self, "_lock_file", None)
-        if lock is not None:
-            lock.close()
-            self._lock_file = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     def _best_is_stale(self, last_path: Path, state: dict) -> bool:
         """Whether best.pt should be the resumed checkpoint but is not (missing or an earlier epoch)."""
