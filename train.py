@@ -34,7 +34,14 @@ from data.loaders import find_data_root, parse_classes
 from mobilenet import create_model
 from mobilenet.checkpoint import CheckpointError
 from mobilenet.common import NORMALIZATIONS, MobileNetBase
-from mobilenet.pretrained import NAMED_STARTS, calibrate_batchnorm, load_pretrained, species_head, transplant_head
+from mobilenet.pretrained import (
+    NAMED_STARTS,
+    calibrate_batchnorm,
+    is_bird_start,
+    load_pretrained,
+    species_head,
+    transplant_head,
+)
 from mobilenet.tflite import TFLiteImportError
 from training.config import RECIPE_KEYS, RECIPES, RunConfig, UsageError, resolve_config
 from training.data import make_loaders
@@ -66,8 +73,12 @@ class RecipeHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         help_text = action.help or ""
         if action.dest in RECIPE_KEYS:
-            scratch, finetune, builtin = (RECIPES[name][action.dest] for name in ("scratch", "finetune", "builtin"))
+            scratch, finetune, builtin, birds = (
+                RECIPES[name][action.dest] for name in ("scratch", "finetune", "builtin", "finetune-birds")
+            )
             shown = f"{scratch}" if scratch == finetune else f"{scratch} from scratch, {finetune} with --pretrained"
+            if birds != finetune:
+                shown += f" ({birds} from inat-birds)"
             if builtin != scratch:
                 shown += f"; {builtin} from scratch on the built-in set"
             extra = ", or the --pretrained file's" if action.dest == "resolution" else ""
@@ -97,7 +108,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--transplant-head",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=None,
         help="start each class that the --pretrained file's labels name (data/cub200_inat_birds.tsv) from that "
         "species' row of the file's head; the other classes start fresh",
     )
@@ -280,6 +291,7 @@ def build_run(
         builtin_data=builtin_data,
         pretrained_model=pretrained.config if pretrained else None,
         pretrained_resolution=pretrained.data_config["resolution"] if pretrained else None,
+        bird_start=bool(flags.pretrained) and is_bird_start(flags.pretrained),
     )
     if pretrained is None:
         model = create_model(config.arch, width_mult=config.width, num_classes=len(class_names), dropout=config.dropout)

@@ -132,12 +132,13 @@ def epoch_curve(runs: list[Path]) -> list[dict]:
     ]
 
 
-def report(curve: list[dict], variants: list[dict], folds: int, command: str) -> str:
+def report(curve: list[dict], variants: list[dict], folds: int, command: str, pooled: list[int] | None = None) -> str:
     last, best = curve[-1], max(curve, key=lambda p: (p["correct"], p["epoch"]))
     lines = [
         "# The fine-tuning recipe, chosen by cross-validation (`python -m bench.crossval`)",
         "",
-        f"{folds}-fold cross-validation on cub20's training images, the test split never read. Fold K = 0..{folds - 1}: "
+        f"{folds}-fold cross-validation on cub20's training images, the test split never read. Fold K = "
+        f"{'0..' + str(folds - 1) if pooled is None or len(pooled) == folds else ', '.join(map(str, pooled)) + ' only'}: "
         f"`{command}`.",
         "",
         "## Out-of-fold validation by epoch (one plain pass)",
@@ -189,6 +190,13 @@ def main(argv: list[str] | None = None) -> dict:
         "--pretrained", default=None, help=f"Google file to fine-tune (default: ../shared/weights/{V2_FILE})"
     )
     p.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")
+    p.add_argument(
+        "--only-folds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="train and pool only these folds (default: all): a cheaper, weaker comparison on fewer images",
+    )
     p.add_argument("--runs", default=str(REPO / "runs" / "crossval"), help="run folders (default: runs/crossval)")
     p.add_argument("--out", default=str(OUT), help=f"result folder (default: {OUT.relative_to(REPO)})")
     p.add_argument("--against", default=None, help="another recipe's fold folders to pair with (default: none)")
@@ -200,8 +208,11 @@ def main(argv: list[str] | None = None) -> dict:
     if data_root is None or pretrained is None:
         sys.exit("bench.crossval: error: cub20 or Google's weights not found: give --data-root and --pretrained")
     plain = ["--test-scale", "1", "--no-test-hflip", "--no-look-twice"]  # validate each epoch with one pass
-    runs = [Path(args.runs) / f"fold{k}" for k in range(args.folds)]
-    for k, run in enumerate(runs):
+    folds = args.only_folds if args.only_folds is not None else list(range(args.folds))
+    if not folds or any(not 0 <= k < args.folds for k in folds):
+        sys.exit(f"bench.crossval: error: --only-folds must be in 0..{args.folds - 1}, got {folds}")
+    runs = [Path(args.runs) / f"fold{k}" for k in folds]
+    for k, run in zip(folds, runs):
         if not (run / "timing.json").is_file():
             flags = ["--val-fraction", f"{1 / args.folds:.10g}", "--val-fold", str(k), *plain, *args.train_flags]
             timing = train_run(run, pretrained, data_root, flags)
@@ -215,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     against = []
     other_name = Path(args.against).name if args.against else None
     if args.against:
-        other_runs = [Path(args.against) / f"fold{k}" for k in range(args.folds)]
+        other_runs = [Path(args.against) / f"fold{k}" for k in folds]
         for run, other in zip(runs, other_runs, strict=True):
             if validation_images(run) != validation_images(other):
                 raise RuntimeError(f"{run} and {other} do not validate on the same images")
@@ -225,20 +236,22 @@ def main(argv: list[str] | None = None) -> dict:
     timings = [json.loads((run / "timing.json").read_text()) for run in runs]
     command = (
         " ".join(["python", "train.py", *timings[0]["command"].split()[2:]])
-        .replace("--val-fold 0", "--val-fold K")
-        .replace("/fold0 ", "/foldK ")
+        .replace(f"--val-fold {folds[0]}", "--val-fold K")
+        .replace(f"/fold{folds[0]} ", "/foldK ")
         .replace(" --resume", "")  # a fold resumed after an interruption trained as the others did
     )
     for folder, label in ((Path(args.runs), "RUNS"), (pretrained.parent, "WEIGHTS"), (data_root, "CUB20")):
         command = command.replace(str(folder.resolve()), label).replace(str(folder), label)
-    result = dict(folds=args.folds, command=command, curve=curve, variants=variants, timings=timings)
+    result = dict(
+        folds=args.folds, pooled_folds=folds, command=command, curve=curve, variants=variants, timings=timings
+    )
     if args.against:
         result.update(against=other_name, against_variants=against)
     for timing in timings:
         timing.pop("command")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = report(curve, variants, args.folds, command)
+    text = report(curve, variants, args.folds, command, folds)
     if other_name:
         text += report_against(against, other_name)
     write_atomically(out / f"{args.name}.json", lambda f: f.write(json.dumps(result, indent=2).encode()))

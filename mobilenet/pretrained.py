@@ -217,6 +217,14 @@ def labels_beside(path: Path, outputs: int) -> list[str] | None:
     return fitting[0] if len(fitting) == 1 else None
 
 
+def is_bird_start(spec: str | Path) -> bool:
+    """Whether `--pretrained spec` is Google's iNaturalist-birds file (by name, or a local copy by SHA-256)."""
+    if str(spec) == "inat-birds":
+        return True
+    path = Path(spec)
+    return path.suffix == ".tflite" and path.is_file() and _sha256(path) == INAT_BIRDS.sha256
+
+
 def resolve_start(spec: str | Path) -> Path | None:
     """The local file a `--pretrained` value names (a named start is fetched first), or None for `imagenet`."""
     if str(spec) == "imagenet":

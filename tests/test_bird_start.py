@@ -169,3 +169,22 @@ def test_predict_names_a_species_with_the_published_file(tmp_path):
     results = predict.main([str(WEIGHTS / "parrot.jpg"), "--checkpoint", str(WEIGHTS / BIRD_FILE), "--top-k", "3"])
     assert results[0]["top"][0]["index"] == expected
     assert not math.isnan(results[0]["top"][0]["probability"])
+
+
+def test_the_bird_start_has_its_own_recipe_and_is_recognised_by_content(tmp_path):
+    from mobilenet.pretrained import is_bird_start
+    from training.config import RECIPES, resolve_config
+
+    flags = {"pretrained": "inat-birds"}
+    birds = resolve_config(flags, data_root="x", builtin_data=False, bird_start=True)
+    imagenet = resolve_config({"pretrained": "imagenet"}, data_root="x", builtin_data=False)
+    assert birds.recipe == "finetune-birds" and imagenet.recipe == "finetune"
+    for key, value in RECIPES["finetune-birds"].items():
+        if key != "resolution":
+            assert getattr(birds, key) == value, key
+    assert is_bird_start("inat-birds") and not is_bird_start("imagenet")
+    (tmp_path / "renamed.tflite").write_bytes(b"not the bird file")
+    assert not is_bird_start(tmp_path / "renamed.tflite")
+    if WEIGHTS is not None:
+        assert is_bird_start(WEIGHTS / BIRD_FILE)  # by its SHA-256, whatever the file is called
+        assert not is_bird_start(WEIGHTS / "mobilenet_v2_1.0_224_quant.tflite")

@@ -33,6 +33,7 @@ COMMON: dict[str, Any] = dict(
     test_scale=1.0,
     test_hflip=False,
     look_twice=False,
+    transplant_head=True,  # a start whose labels the species map names (data/cub200_inat_birds.tsv)
 )
 # Validation images carved from each class's training images (seeded by --seed), for choosing best.pt. CUB
 # has about 30 training images per class: 10% holds out 3 per class, 599 images on full CUB (standard error
@@ -63,6 +64,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 # The built-in generated birds are drawn at 128 px: from scratch at 80 px (evaluated on the centre 80 of 91)
 # for 14 epochs (about 4 minutes on 2 CPU cores), with mild crops that keep the whole bird in view.
 RECIPES["builtin"] = {**RECIPES["scratch"], "resolution": 80, "epochs": 14, "scale_min": 0.8}
+# Fine-tuning from the bird expert (`--pretrained inat-birds` or its file, recognised by its SHA-256): its own
+# values where cross-validation on its start chose differently (bench/studies/crossval_cub20_bird_*.md).
+RECIPES["finetune-birds"] = {**RECIPES["finetune"]}
 RECIPE_KEYS = tuple(RECIPES["scratch"])
 
 
@@ -201,10 +205,15 @@ def resolve_config(
     builtin_data: bool,
     pretrained_model: Mapping[str, Any] | None = None,
     pretrained_resolution: int | None = None,
+    bird_start: bool = False,
 ) -> RunConfig:
     """The run record from the command line's values (None = unset), the data root, and, with `--pretrained`,
-    the imported model's config (`arch`, `width_mult`) and the file's input resolution. Raises UsageError."""
-    recipe_name = "finetune" if flags.get("pretrained") else ("builtin" if builtin_data else "scratch")
+    the imported model's config (`arch`, `width_mult`) and the file's input resolution; `bird_start` when that
+    file is the iNaturalist-birds expert (its own fine-tuning recipe). Raises UsageError."""
+    if flags.get("pretrained"):
+        recipe_name = "finetune-birds" if bird_start else "finetune"
+    else:
+        recipe_name = "builtin" if builtin_data else "scratch"
     values = {k: v for k, v in flags.items() if k in {f.name for f in dataclasses.fields(RunConfig)}}
     for key, default in RECIPES[recipe_name].items():
         if values.get(key) is None and key != "resolution":
