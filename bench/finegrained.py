@@ -65,9 +65,10 @@ RUNS: dict[str, tuple[str, list[str]]] = {
         [*REFIT, *PATIENT, *MIXUP, "--teacher", "{runs}/refit/last.pt", "--distill-weight", "1"],
     ),
     # The bird expert's start (Google's V2 trained on 964 iNaturalist bird species), under the refit protocol and
-    # the fine-tuning recipe as it stands: its head transplanted (the default), or fresh; and untrained.
-    "bird-zero-shot": (BIRD_FILE, [*REFIT, "--epochs", "0"]),
-    "bird-refit": (BIRD_FILE, REFIT),
+    # the ImageNet-chosen fine-tuning recipe: its head transplanted or fresh (the bird recipe's choice), and
+    # untrained (zero-shot, transplanted).
+    "bird-zero-shot": (BIRD_FILE, [*REFIT, "--epochs", "0", "--transplant-head"]),
+    "bird-refit": (BIRD_FILE, [*REFIT, "--transplant-head"]),
     "bird-refit-fresh": (BIRD_FILE, [*REFIT, "--no-transplant-head"]),
     "student-refit-bird-distilled": (
         STUDENT_FILE,
@@ -102,8 +103,8 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("bird start, zero-shot: the transplanted head, no training, one pass", "bird-zero-shot", PLAIN),
     ("bird start, zero-shot, look twice + flip", "bird-zero-shot", ["--hflip", "--look-twice"]),
     ("bird start, refit, transplanted head, one pass", "bird-refit", PLAIN),
-    ("bird start, refit, transplanted head, look twice + flip (the README's bird command)", "bird-refit", TWICE_FLIP),
-    ("bird start, refit, fresh head, one pass", "bird-refit-fresh", PLAIN),
+    ("bird start, refit, transplanted head, look twice + flip", "bird-refit", TWICE_FLIP),
+    ("bird start, refit, fresh head, one pass (the bird recipe: the README's bird command)", "bird-refit-fresh", PLAIN),
     ("bird start, refit, fresh head, look twice + flip", "bird-refit-fresh", TWICE_FLIP),
     (
         "V1 0.25/128 student, 60 epochs, mixup 1, distilled from the bird-started refit (function matching)",

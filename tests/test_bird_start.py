@@ -133,7 +133,7 @@ def test_zero_shot_start_is_the_bird_experts_own_answer(tmp_path):
     argmax over those species' outputs (the raw import, no batch-norm re-estimation, its own preprocessing)."""
     out = tmp_path / "run"
     args = ["--pretrained", str(WEIGHTS / BIRD_FILE), "--data-root", str(CUB20), "--classes", "1,2,4"]
-    args += ["--epochs", "0", "--workers", "0", "--no-progress", "--no-test-hflip", "--no-look-twice"]
+    args += ["--epochs", "0", "--transplant-head", "--workers", "0", "--no-progress"]
     final = train.main([*args, "--out", str(out)])
     raw = load_pretrained(WEIGHTS / BIRD_FILE)
     rows = output_rows(["Black-footed Albatross", "Laysan Albatross", "Groove-billed Ani"], raw.output_labels)
