@@ -72,7 +72,7 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "bird-refit-fresh": (BIRD_FILE, [*REFIT, "--no-transplant-head"]),
     "student-refit-bird-distilled": (
         STUDENT_FILE,
-        [*REFIT, *PATIENT, *MIXUP, "--teacher", "{runs}/bird-refit/last.pt", "--distill-weight", "1"],
+        [*REFIT, *PATIENT, *MIXUP, "--teacher", "{runs}/bird-refit-fresh/last.pt", "--distill-weight", "1"],
     ),
 }
 # label, run, evaluate.py flags (the run's own inference unless they override it)
@@ -107,7 +107,7 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("bird start, refit, fresh head, one pass (the bird recipe: the README's bird command)", "bird-refit-fresh", PLAIN),
     ("bird start, refit, fresh head, look twice + flip", "bird-refit-fresh", TWICE_FLIP),
     (
-        "V1 0.25/128 student, 60 epochs, mixup 1, distilled from the bird-started refit (function matching)",
+        "V1 0.25/128 student, 60 epochs, mixup 1, distilled from the bird recipe's refit (function matching)",
         "student-refit-bird-distilled",
         [],
     ),

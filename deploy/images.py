@@ -38,25 +38,10 @@ class ImageRejected(ValueError):
         self.status = status
 
 
-def decode_image(
-    data: bytes,
-    *,
-    max_bytes: int = MAX_BYTES,
-    max_pixels: int = MAX_PIXELS,
-    max_aspect: float = MAX_ASPECT,
-    max_decode_bytes: int = MAX_DECODE_BYTES,
-    name: str = "image",
-) -> Image.Image:
-    """`data` decoded to an RGB PIL image, or `ImageRejected` naming `name` and the reason."""
-    img = open_image(
-        data,
-        max_bytes=max_bytes,
-        max_pixels=max_pixels,
-        max_aspect=max_aspect,
-        max_decode_bytes=max_decode_bytes,
-        name=name,
-    )
-    return finish_decode(img, name)
+def decode_image(data: bytes, *, name: str = "image", **limits: int | float) -> Image.Image:
+    """`data` decoded to an RGB PIL image, or `ImageRejected` naming `name` and the reason; `limits` are
+    `open_image`'s."""
+    return finish_decode(open_image(data, name=name, **limits), name)  # type: ignore[arg-type]
 
 
 def open_image(
