@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.cub import CUB200, CUBFormatError
+from data.cub import CUB200, CUBFormatError, ImageDecodeError
 from data.loaders import find_data_root, parse_classes
 from mobilenet import create_model
 from mobilenet.checkpoint import CheckpointError
@@ -592,6 +592,8 @@ def cli() -> None:
     except KeyboardInterrupt:
         print("train.py: interrupted; the last finished epoch is in last.pt: continue with --resume", file=sys.stderr)
         sys.exit(130)
+    except ImageDecodeError as e:  # a broken photo in the data; from a loader worker the message ends with ours
+        sys.exit(f"train.py: error: {str(e).strip().splitlines()[-1]}")
     except OSError as e:  # a full disk, a file-size limit: every file is written atomically, the old ones stay whole
         where = f" ({e.filename})" if e.filename else ""
         sys.exit(f"train.py: error: {e.strerror or e}{where}; the previous checkpoint and metric files are intact")

@@ -542,6 +542,20 @@ def test_evaluate_split_val_of_a_refit_is_one_line(tiny_synthetic_root, tmp_path
     assert result.returncode == 1 and "without a validation split" in one_line_error(result, "evaluate.py")
 
 
+def test_a_broken_photo_in_the_data_is_one_line_and_leaves_a_restartable_folder(tiny_synthetic_root, tmp_path):
+    import shutil
+
+    root = shutil.copytree(tiny_synthetic_root, tmp_path / "cub")
+    first = (root / "images.txt").read_text().splitlines()[0].split()[1]
+    photo = root / "images" / first
+    photo.write_bytes(photo.read_bytes()[:200])  # truncated mid-file
+    for workers in ("0", "1"):
+        args = tiny_train_args(root, tmp_path / "run", "--workers", workers, "--val-fraction", "0")
+        result = run_cli("train.py", *args)
+        assert result.returncode == 1 and photo.name in one_line_error(result, "train.py"), result.stderr[-1500:]
+        assert not (tmp_path / "run" / "last.pt").exists()  # and the rerun is not refused for its config.json
+
+
 def test_a_class_count_mismatch_is_caught_before_building(tmp_path):
     model = create_model("v1", width_mult=0.25, num_classes=3)
     state = make_checkpoint(model, class_names=["a", "b", "c"], config={}, epoch=1, metrics={}, best_val_top1=0.0)

@@ -238,7 +238,7 @@ def test_two_process_ddp_on_cpu(tiny_synthetic_root, tmp_path):
     # The same command again is refused on every rank, cleanly (no rank left waiting at a barrier).
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode != 0
-    refusals = [line for line in again.stderr.splitlines() if "config.json already exists: give --force" in line]
+    refusals = [line for line in again.stderr.splitlines() if "last.pt already exists: give --force" in line]
     assert {line.split("]")[0] for line in refusals} >= {"[rank0", "[rank1"}, errors(again)
 
 

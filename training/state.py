@@ -112,7 +112,8 @@ class RunState:
                 save_checkpoint(state, self.out / "best.pt")  # interrupted between the last.pt and best.pt writes
                 message += f"; best.pt was behind it and is now epoch {self.start_epoch}'s"
         else:
-            refuse_overwrite(self.out / "config.json", force)
+            # A folder whose run never finished an epoch (no last.pt: only its config.json) holds nothing to lose.
+            refuse_overwrite(self.out / "last.pt", force)
             message = f"writing {self.out}"
         barrier()  # every rank has checked the folder before rank 0 writes into it
         if self.rank == 0:
