@@ -35,7 +35,8 @@ class Conv2dSame(nn.Conv2d):
         top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
         left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
         symmetric = symmetric_form(self.weight, (top, bottom, left, right), self.dilation)
-        if symmetric is not None:
+        # Under tracing (fvcore's MAC count counts every kernel tap, zeros too) the pad keeps the true count.
+        if symmetric is not None and not torch.jit.is_tracing():
             weight, padding = symmetric
             if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
                 weight = weight.contiguous(memory_format=torch.channels_last)  # else oneDNN reorders it per call
