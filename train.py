@@ -18,37 +18,46 @@ classification script: `get_args_parser`, `train_one_epoch`, `evaluate`, `main`.
 """
 
 import argparse
+import copy
 import json
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.cub import CUB200, CUBFormatError, ImageDecodeError
-from data.loaders import find_data_root, parse_classes
+from data.cub import CUBFormatError, ImageDecodeError
+from data.loaders import find_data_root
 from mobilenet import create_model
 from mobilenet.checkpoint import CheckpointError
-from mobilenet.common import NORMALIZATIONS, MobileNetBase
+from mobilenet.common import MobileNetBase
 from mobilenet.pretrained import (
     NAMED_STARTS,
     calibrate_batchnorm,
     is_bird_start,
     load_pretrained,
-    species_head,
+    species_rows,
     transplant_head,
 )
 from mobilenet.tflite import TFLiteImportError
-from training.config import RECIPE_KEYS, RECIPES, RunConfig, UsageError, resolve_config
+from training.config import (
+    CALIBRATION_BATCHES,
+    RunConfig,
+    UsageError,
+    add_options,
+    option_names_by_key,
+    resolve_config,
+)
 from training.data import make_loaders
 from training.distill import Teacher, distillation_loss
 from training.ema import ModelEMA
 from training.mixing import mix_batch, soft_target_loss
-from training.optim import OPTIMIZERS, create_optimizer, parameter_groups
+from training.optim import create_optimizer, parameter_groups
 from training.progress import Progress
 from training.runtime import (
     all_reduce_sum,
@@ -61,147 +70,16 @@ from training.runtime import (
     tune_malloc,
     wrap_distributed,
 )
-from training.schedules import SCHEDULES
 from training.state import RunState
 
 __all__ = ["UsageError", "evaluate", "get_args_parser", "main", "train_one_epoch"]
 
 
-class RecipeHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default; for options whose default comes from a recipe, the recipes' values."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        help_text = action.help or ""
-        if action.dest in RECIPE_KEYS:
-            scratch, finetune, builtin, birds = (
-                RECIPES[name][action.dest] for name in ("scratch", "finetune", "builtin", "finetune-birds")
-            )
-            shown = f"{scratch}" if scratch == finetune else f"{scratch} from scratch, {finetune} with --pretrained"
-            if birds != finetune:
-                shown += f" ({birds} from inat-birds)"
-            if builtin != scratch:
-                shown += f"; {builtin} from scratch on the built-in set"
-            extra = ", or the --pretrained file's" if action.dest == "resolution" else ""
-            return f"{help_text} (default: {shown}{extra})"
-        if action.default is None or action.default == argparse.SUPPRESS or "(default" in help_text:
-            return help_text
-        return super()._get_help_string(action) or help_text
-
-
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=RecipeHelpFormatter)
-    m = p.add_argument_group("model")
-    m.add_argument(
-        "--arch", choices=["v1", "v2"], default=None, help="architecture (default: v2, or the --pretrained file's)"
-    )
-    m.add_argument(
-        "--width", type=float, default=None, help="width multiplier (default: 1.0, or the --pretrained file's)"
-    )
-    m.add_argument("--resolution", type=int, default=None, help="input size")
-    m.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier")
-    m.add_argument(
-        "--pretrained",
-        default=None,
-        help="a .tflite / torchvision .pth / timm .pth or .safetensors file, or 'imagenet' (torchvision's V2) or "
-        "'inat-birds' (Google's V2 trained on 964 iNaturalist bird species) (default: none, from scratch)",
-    )
-    m.add_argument(
-        "--transplant-head",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="start each class that the --pretrained file's labels name (data/cub200_inat_birds.tsv) from that "
-        "species' row of the file's head; the other classes start fresh",
-    )
-    m.add_argument("--freeze-epochs", type=int, default=0, help="train only the classifier for this many epochs first")
-    m.add_argument(
-        "--calibration-batches",
-        type=int,
-        default=10,
-        help="batches of training images to re-estimate BN on after a .tflite import",
-    )
-    d = p.add_argument_group("data")
-    d.add_argument(
-        "--data-root",
-        default=None,
-        help="CUB root (default: data/CUB_200_2011 if present, else the built-in generated set)",
-    )
-    d.add_argument("--crop", choices=["none", "bbox"], default="none", help="crop images to their bounding box")
-    d.add_argument(
-        "--val-fraction",
-        type=float,
-        default=None,
-        help="fraction of each class's training images held out to choose best.pt (0: none, best.pt = last epoch)",
-    )
-    d.add_argument(
-        "--val-fold",
-        type=int,
-        default=None,
-        help="hold out the K-th of the 1/val-fraction disjoint folds instead (k-fold cross-validation; default: none)",
-    )
-    d.add_argument("--classes", default=None, help="class ids to use, e.g. 1-20 or 1,5,9-12 (default: all)")
-    d.add_argument("--workers", type=int, default=2, help="data-loading processes")
-    d.add_argument("--cache", action="store_true", help="use (and build if needed) the packed uint8 cache")
-    d.add_argument("--scale-min", type=float, default=None, help="smallest random-crop area fraction")
-    d.add_argument("--scale-max", type=float, default=1.0, help="largest random-crop area fraction")
-    d.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
-    d.add_argument("--color-jitter", type=float, default=0.0, help="brightness/contrast/saturation jitter strength")
-    d.add_argument(
-        "--normalization",
-        choices=["auto", *NORMALIZATIONS],
-        default="auto",
-        help="input scaling; auto: what the weights expect (ImageNet from scratch)",
-    )
-    o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=int, default=None, help="epochs")
-    o.add_argument("--batch-size", type=int, default=None, help="images per step and process")
-    o.add_argument("--lr", type=float, default=None, help="base learning rate")
-    o.add_argument("--head-lr-mult", type=float, default=None, help="classifier lr multiplier")
-    o.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="optimizer")
-    o.add_argument("--momentum", type=float, default=0.9, help="momentum (SGD, RMSprop)")
-    o.add_argument("--weight-decay", type=float, default=None, help="weight decay")
-    o.add_argument(
-        "--no-decay-bn-bias",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="no weight decay on BN, biases and depthwise kernels",
-    )
-    o.add_argument("--label-smoothing", type=float, default=None, help="label smoothing")
-    o.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
-    o.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
-    o.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.999 (0: off)")
-    o.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0: off)")
-    o.add_argument(
-        "--amp", choices=["none", "bf16", "fp16"], default="none", help="mixed precision (fp16 on CUDA only)"
-    )
-    o.add_argument("--channels-last", action="store_true", help="NHWC memory format")
-    k = p.add_argument_group("distillation")
-    k.add_argument("--teacher", default=None, help="a train.py checkpoint to distil from (default: none)")
-    k.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature of the soft targets")
-    k.add_argument("--distill-weight", type=float, default=0.9, help="weight of the soft-target loss (1: no labels)")
-    t = p.add_argument_group("test time (how val/test are evaluated; evaluate/predict/serve/export follow)")
-    t.add_argument("--test-scale", type=float, default=None, help="test resolution = resolution x this (FixRes)")
-    t.add_argument(
-        "--test-hflip", action=argparse.BooleanOptionalAction, default=None, help="average with the mirror image"
-    )
-    t.add_argument(
-        "--look-twice",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="second pass on the object cropped from the first pass's features",
-    )
-    s = p.add_argument_group("schedule")
-    s.add_argument("--schedule", default="cosine", help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
-    s.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up")
-    s.add_argument("--min-lr-factor", type=float, default=0.0, help="cosine: final lr as a fraction of --lr")
-    s.add_argument("--step-size", type=int, default=30, help="step: epochs between decays")
-    s.add_argument(
-        "--gamma", type=float, default=0.1, help="step/multistep: decay factor; exponential: factor per epoch"
-    )
-    s.add_argument("--milestones", type=int, nargs="*", default=[], help="multistep: epochs at which to decay")
-    r = p.add_argument_group("run")
-    r.add_argument("--seed", type=int, default=0, help="random seed")
-    r.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="device")
-    r.add_argument("--out", default=None, help="run folder (default: runs/<arch>-<width>-<resolution>)")
+    """`RunConfig`'s options (`training.config.add_options`) and what this command does with the run folder."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_options(p)
+    r = p.add_argument_group("this command")
     r.add_argument(
         "--resume",
         nargs="?",
@@ -211,21 +89,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--force", action="store_true", help="start over in an --out folder that holds a run")
     r.add_argument(
-        "--eval-every",
-        type=int,
-        default=None,
-        help="evaluate every N epochs and after the last (default: 1 with a validation split, 5 without)",
-    )
-    r.add_argument(
         "--config",
         default=None,
-        help="YAML or JSON file of these options; the command line overrides it (default: none)",
-    )
-    r.add_argument("--no-malloc-tuning", action="store_true", help="keep glibc's default allocator behaviour")
-    r.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="no progress bars or progress lines (the per-epoch summary lines stay)",
+        help="YAML or JSON file of the options above; the command line overrides it (default: none)",
     )
     return p
 
@@ -245,41 +111,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             values = yaml.safe_load(text) or {}
         else:
             values = json.loads(text)
-        known = {a.dest for a in parser._actions}
-        for key in values:
-            if key.replace("-", "_") not in known:
-                raise UsageError(f"--config {path}: unknown option {key!r}")
-        parser.set_defaults(**{k.replace("-", "_"): v for k, v in values.items()})
+        if not isinstance(values, dict):
+            raise UsageError(f"--config {path}: not a mapping of option names to values")
+        names = option_names_by_key()
+        unknown = [key for key in values if key not in names]
+        if unknown:
+            raise UsageError(f"--config {path}: unknown option {unknown[0]!r}")
+        parser.set_defaults(**{names[k]: v for k, v in values.items()})
     return parser.parse_args(argv)
 
 
 def build_run(
     flags: argparse.Namespace, log: Callable[[str], None]
 ) -> tuple[RunConfig, MobileNetBase, list[str], list[bool] | None]:
-    """The run record, its model (pretrained or freshly initialised), its class names, and with a transplanted
-    head which classes started from the pretrained head's species (None without one)."""
+    """The run record, its model (pretrained or freshly initialised from the run's seed), its class names,
+    and with a transplanted head which classes started from the pretrained head's species (None without)."""
     try:
         data_root, builtin_data = find_data_root(flags.data_root, log)
-        class_ids = parse_classes(flags.classes)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    try:
-        train_set = CUB200(data_root, "train", classes=class_ids)
-    except CUBFormatError:
-        raise
-    except ValueError as e:  # classes the root does not have
-        raise UsageError(f"--classes {flags.classes}: {e}") from None
-    if len(train_set) == 0:
-        raise UsageError(
-            f"{data_root}: no training images (train_test_split.txt marks every image of these classes test)"
-        )
-    class_names = train_set.class_names
-    pretrained = None
+    start = None  # the --pretrained model with its own head: its facts decide the recipe and architecture
     if flags.pretrained:
         if flags.pretrained not in NAMED_STARTS and not Path(flags.pretrained).is_file():
             raise UsageError(f"--pretrained {flags.pretrained}: no such file (or use one of {', '.join(NAMED_STARTS)})")
         try:
-            pretrained = load_pretrained(flags.pretrained, num_classes=len(class_names))
+            start = load_pretrained(flags.pretrained)
         except TFLiteImportError:
             raise
         except (ValueError, RuntimeError) as e:  # not a state_dict of a known layout; offline for a named start
@@ -289,47 +145,68 @@ def build_run(
         vars(flags),
         data_root=str(data_root),
         builtin_data=builtin_data,
-        pretrained_model=pretrained.config if pretrained else None,
-        pretrained_resolution=pretrained.data_config["resolution"] if pretrained else None,
-        bird_start=bool(flags.pretrained) and is_bird_start(flags.pretrained),
+        pretrained_model=start.config if start else None,
+        pretrained_resolution=start.data_config["resolution"] if start else None,
+        bird_start=start is not None and is_bird_start(flags.pretrained),
     )
-    if pretrained is None:
+    try:
+        train_set = config.dataset("train", None)
+    except CUBFormatError:
+        raise
+    except ValueError as e:  # classes the root does not have
+        raise UsageError(f"--classes {_show_classes(config)}: {e}") from None
+    if len(train_set) == 0:
+        raise UsageError(
+            f"{data_root}: no training images (train_test_split.txt marks every image of these classes test)"
+        )
+    class_names = train_set.class_names
+    seed_everything(config.seed)  # the initial weights (a fresh model, a fresh head) come from this seed
+    if start is None:
         model = create_model(config.arch, width_mult=config.width, num_classes=len(class_names), dropout=config.dropout)
+        mapped = None
     else:
-        model = pretrained
+        model = start
+        source, labels = copy.deepcopy(model.classifier), model.output_labels
+        model.reset_classifier(len(class_names))
         model.config["dropout"] = model.dropout.p = config.dropout
-    if config.normalization != "auto":
-        mean, std = NORMALIZATIONS[config.normalization]
-        model.data_config.update(mean=mean, std=std)
+        mapped = _transplant(model, source, labels, class_names, log) if config.transplant_head else None
     model.data_config["resolution"] = config.resolution
-    mapped = None
-    if config.pretrained and config.transplant_head:
-        found = species_head(config.pretrained, class_names)
-        if found is not None:
-            source, rows = found
-            transplant_head(model, source, rows)
-            mapped = [bool(r) for r in rows]
-            genus = sum(len(r) > 1 for r in rows)
-            log(
-                f"head transplanted from {config.pretrained}: {sum(mapped)} of {len(rows)} classes start from its "
-                f"species ({genus} of them from a genus' species averaged), {len(rows) - sum(mapped)} start fresh"
-            )
     return config, model, class_names, mapped
 
 
-def start_process(flags: argparse.Namespace, log: Callable[[str], None]) -> tuple[torch.device, int, int]:
-    """Allocator, device, the torchrun process group and the seed: `(device, rank, world size)`."""
-    if not flags.no_malloc_tuning:
+def _show_classes(config: RunConfig) -> str:
+    return ",".join(map(str, config.class_ids or ()))
+
+
+def _transplant(
+    model: MobileNetBase, source: nn.Module, labels: list[str] | None, class_names: list[str], log: Callable
+) -> list[bool] | None:
+    """Start each class the start's labels name from its species' rows (`species_rows`); which classes did."""
+    rows = species_rows(source, labels, class_names)
+    if rows is None:
+        return None
+    transplant_head(model, cast(nn.Linear, source), rows)
+    mapped = [bool(r) for r in rows]
+    genus = sum(len(r) > 1 for r in rows)
+    log(
+        f"head transplanted from {model.pretrained_source}: {sum(mapped)} of {len(rows)} classes start from its "
+        f"species ({genus} of them from a genus' species averaged), {len(rows) - sum(mapped)} start fresh"
+    )
+    return mapped
+
+
+def start_process(config: RunConfig, log: Callable[[str], None]) -> tuple[torch.device, int, int]:
+    """Allocator, device and the torchrun process group: `(device, rank, world size)`."""
+    if config.malloc_tuning:
         applied = "applied" if tune_malloc() else "not available here"
         log(f"allocator: glibc malloc keeps freed memory (M_MMAP_MAX=0, M_TRIM_THRESHOLD=64G): {applied}")
     try:
-        device = select_device(flags.device)
+        device = select_device(config.device)
     except ValueError as e:  # e.g. --device cuda on a machine without CUDA
         raise UsageError(str(e)) from None
-    if flags.amp == "fp16" and device.type != "cuda":
+    if config.amp == "fp16" and device.type != "cuda":
         raise UsageError(f"--amp fp16 needs CUDA (device is {device.type}); use --amp bf16")
     rank, world = init_distributed(device)
-    seed_everything(flags.seed)  # before the model is built: its initial weights come from this seed
     return device, rank, world
 
 
@@ -337,7 +214,7 @@ def make_optimizer(
     config: RunConfig, model: nn.Module, *, steps_per_epoch: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """The optimizer over the model's parameter groups and its per-iteration learning-rate schedule."""
-    groups = parameter_groups(model, config.weight_decay, config.no_decay_bn_bias, config.head_lr_mult)
+    groups = parameter_groups(model, config.weight_decay, config.decay_bn_bias, config.head_lr_mult)
     optimizer = create_optimizer(config.optimizer, groups, config.lr, config.momentum)
     return optimizer, config.lr_schedule(steps_per_epoch).scheduler(optimizer)
 
@@ -502,8 +379,8 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     """
     flags = parse_args(argv)
     log = rank_zero_logger()
-    device, rank, world = start_process(flags, log)
     config, model, class_names, mapped = build_run(flags, log)
+    device, rank, world = start_process(config, log)
     teacher = Teacher(config.teacher, class_names, model.data_config, device) if config.teacher else None
     mean, std = model.data_config["mean"], model.data_config["std"]
     loaders = make_loaders(
@@ -514,7 +391,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     if flags.resume is None and config.pretrained and config.pretrained.endswith(".tflite"):
         # Folded batch norm: re-estimate statistics on training images so that fine-tuning starts sane.
         batches = (teacher.student_view(x) if teacher else x for x, _ in loaders.train)
-        n = calibrate_batchnorm(model, batches, num_batches=config.calibration_batches)
+        n = calibrate_batchnorm(model, batches, num_batches=CALIBRATION_BATCHES)
         log(f"re-estimated batch norm of the imported weights on {n} training images")
     model.to(device)
     if config.channels_last:
@@ -561,7 +438,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
                 scaler=scaler,
                 frozen=frozen,
                 teacher=teacher,
-                show=rank == 0 and not config.no_progress,
+                show=rank == 0 and config.progress,
             )
             average_buffers(model)
             row = {

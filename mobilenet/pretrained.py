@@ -275,15 +275,12 @@ def transplant_head(model: MobileNetBase, source: nn.Linear, rows: list[list[int
                 head.bias[k] = source.bias[outputs].mean() + math.log(len(outputs))
 
 
-def species_head(spec: str | Path, class_names: list[str]) -> tuple[nn.Linear, list[list[int]]] | None:
-    """The head of the `--pretrained` file `spec` and, per class name, its outputs that are that species
-    (`data.species_map`), or None when the file brings no labels or none of the classes is in it. Loaded on a
-    forked RNG so that the run's own initialisation is the same with or without this call."""
+def species_rows(head: nn.Module, labels: list[str] | None, class_names: list[str]) -> list[list[int]] | None:
+    """Per class name, the outputs of a pretrained `head` with output names `labels` that are that species
+    (`data.species_map`), or None when the start brings no labels or none of the classes is in it."""
     from data.species_map import output_rows
 
-    with torch.random.fork_rng(devices=[]):
-        source = load_pretrained(spec)
-    if source.output_labels is None or not isinstance(source.classifier, nn.Linear):
+    if labels is None or not isinstance(head, nn.Linear):
         return None
-    rows = output_rows(class_names, source.output_labels)
-    return (source.classifier, rows) if any(rows) else None
+    rows = output_rows(class_names, labels)
+    return rows if any(rows) else None

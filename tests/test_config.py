@@ -11,7 +11,7 @@ import train
 from mobilenet import create_model, load_checkpoint
 from mobilenet.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
 from tests.conftest import tiny_train_args
-from training.config import RECIPES, RunConfig, UsageError, resolve_config
+from training.config import OPTIONS, RECIPES, RunConfig, UsageError, check_resume, default_text, flag_of, resolve_config
 from training.progress import Progress
 
 
@@ -25,7 +25,7 @@ def test_resolve_is_pure_and_fills_recipe_values():
     assert a == b and isinstance(a, RunConfig) and dataclasses.is_dataclass(a)
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.lr = 1.0  # type: ignore[misc]
-    assert a.lr == 0.1 and a.epochs == RECIPES["scratch"]["epochs"] and a.recipe == "scratch"
+    assert a.lr == 0.1 and a.epochs == RunConfig().epochs == 30 and a.recipe == "scratch"
     assert a.out == "runs/v2-1-224"
     builtin = resolve_config(flags(), data_root="/g", builtin_data=True)
     assert (builtin.resolution, builtin.epochs, builtin.scale_min) == (80, 14, 0.8)
@@ -59,11 +59,53 @@ def test_resolve_is_pure_and_fills_recipe_values():
 
 
 def test_help_shows_every_default():
-    text = train.get_args_parser().format_help()
+    text = " ".join(train.get_args_parser().format_help().split())
     assert "(default: None)" not in text
-    assert "0.05 from scratch, 0.005 with --pretrained" in " ".join(text.split())
-    lr_help = [a.help for a in train.get_args_parser()._actions if a.dest == "lr"][0]
-    assert lr_help == "base learning rate"  # the recipe values come from RECIPES, not typed into the help
+    assert "base learning rate (default: 0.05 from scratch, 0.005 with --pretrained)" in text
+    assert "(default: True (False from inat-birds))" in text  # --transplant-head: the bird recipe's own value
+    assert OPTIONS["lr"].metadata["help"] == "base learning rate"  # recipe values come from RECIPES, not typed
+
+
+# A value other than the default for each option, and the record value it must give.
+def _sample(name: str) -> tuple[list[str], object]:
+    f, default = OPTIONS[name], OPTIONS[name].default
+    kind = type(default) if default is not None else None
+    if name == "class_ids":
+        return ["--classes", "3-4"], (3, 4)
+    if name == "val_fold":
+        return ["--val-fold", "1"], 1
+    if f.metadata["choices"]:
+        value = [c for c in f.metadata["choices"] if c != default][-1]
+        return [flag_of(name), value], value
+    if kind is bool:
+        return [("--no-" if default else "--") + name.replace("_", "-")], not default
+    if kind is int:
+        return [flag_of(name), str(default + 1)], default + 1
+    if kind is float:
+        value = default / 2 if default else 0.5
+        return [flag_of(name), repr(value)], value
+    return [flag_of(name), "somewhere"], "somewhere"  # paths
+
+
+def test_every_option_is_declared_once_and_reaches_the_record_the_help_and_the_resume_rule():
+    parser = train.get_args_parser()
+    argv, expected = ["--val-fraction", "0.05"], {}
+    for name in OPTIONS:
+        action = next(a for a in parser._actions if a.dest == name)
+        assert flag_of(name) in action.option_strings and f"(default: {default_text(name)})" in str(action.help)
+        if name not in ("data_root", "val_fraction"):  # the data root is resolved by train.py (find_data_root)
+            flag, expected[name] = _sample(name)
+            argv += flag
+    config = resolve_config(vars(parser.parse_args(argv)), data_root="/d", builtin_data=False)
+    assert {name: getattr(config, name) for name in expected} == expected
+    plain = RunConfig()
+    for name in OPTIONS:
+        changed = dataclasses.replace(plain, **{name: _sample(name)[1]})
+        if OPTIONS[name].metadata["resumable"]:
+            check_resume(plain, changed, "last.pt")
+        else:
+            with pytest.raises(UsageError, match=f"the run has {flag_of(name)} "):
+                check_resume(plain, changed, "last.pt")
 
 
 @pytest.mark.parametrize(

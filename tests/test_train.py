@@ -112,15 +112,19 @@ def _with_out(args: list[str], out: Path) -> list[str]:
 
 def test_config_file_and_command_line_override(tiny_synthetic_root, tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("epochs: 1\nlr: 0.02\nlabel-smoothing: 0.2\nschedule: step\n")
+    config.write_text("epochs: 1\nlr: 0.02\nlabel-smoothing: 0.2\nschedule: constant\nclasses: 1-2\n")
     args = _without(tiny_args(tiny_synthetic_root, tmp_path / "r"), "--epochs", "--lr")
     train.main([*args, "--config", str(config), "--lr", "0.03"])
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert (saved["epochs"], saved["lr"], saved["label_smoothing"], saved["schedule"]) == (1, 0.03, 0.2, "step")
+    assert (saved["epochs"], saved["lr"], saved["label_smoothing"], saved["schedule"]) == (1, 0.03, 0.2, "constant")
+    assert saved["class_ids"] == [1, 2]  # the file's text is read as the flag's would be
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"learning_rate": 1}))
     with pytest.raises(train.UsageError, match="unknown option 'learning_rate'"):
         train.main(["--config", str(bad)])
+    bad.write_text(json.dumps({"label_smoothing": [0.1], "lr": 1}))  # lr 1, an int for a float, is fine; a list is not
+    with pytest.raises(train.UsageError, match=r"--label-smoothing must be float, got \[0.1\]"):
+        train.main([*args, "--config", str(bad)])
 
 
 def _without(args: list[str], *flags: str) -> list[str]:
@@ -148,9 +152,17 @@ def _without(args: list[str], *flags: str) -> list[str]:
         (["--amp", "fp16", "--device", "cpu"], "--amp fp16"),
     ],
 )
-def test_invalid_values_stop_with_the_flag_named(tiny_synthetic_root, tmp_path, extra, flag):
-    with pytest.raises(train.UsageError, match=flag):
+def test_invalid_values_stop_with_the_flag_named(tiny_synthetic_root, tmp_path, capsys, extra, flag):
+    try:
         train.main([*tiny_args(tiny_synthetic_root, tmp_path / "r"), *extra])
+    except train.UsageError as e:  # refused when the run is resolved
+        message = str(e)
+    except SystemExit as e:  # refused by the parser (a choice, a value that does not parse): usage, then one line
+        assert e.code == 2
+        message = capsys.readouterr().err.strip().splitlines()[-1]
+    else:
+        pytest.fail(f"{extra} was accepted")
+    assert flag in message
     assert not (tmp_path / "r").exists()  # no work done
 
 

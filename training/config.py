@@ -1,16 +1,19 @@
-"""The run record: every option of a training run, resolved once from the flags and the recipe.
+"""The run record: every option of a training run, declared once and resolved once.
 
-`RunConfig` is what `train.py` trains with, what it saves as `config.json` and inside every checkpoint, and
-what `evaluate.py`, `export.py` and `deploy.quantize` read back to rebuild the run's data
-(`RunConfig.dataset`). `resolve_config` is a pure function: flags (an argparse namespace or a dict), the data
-root, and the architecture facts of the `--pretrained` file in; a frozen `RunConfig` or a `UsageError` out.
-
-Defaults are recipes (`RECIPES`): options left unset on the command line take the recipe's value. The two
-recipes share `COMMON`; the built-in generated birds change three values of the from-scratch recipe.
+Each field of `RunConfig` is one option: its type, its default (the from-scratch recipe's value), its help and
+its `--help` group, and whether a `--resume` may change it. `train.py`'s parser, `--help`, the `--config` file
+reader, the range checks and the resume rules are all made from these declarations (`add_options`,
+`check`, `check_resume`). Recipes (`RECIPES`) are overlays: the values a recipe changes. `resolve_config` is
+the one place a run is resolved, a pure function: the command line's values (None = unset), the data root,
+and the facts of the `--pretrained` file in; a frozen `RunConfig` or a `UsageError` out. `RunConfig` is what
+`train.py` trains with, what it saves as `config.json` and inside every checkpoint, and what the other
+commands read back (`RunConfig.dataset`, `RunConfig.inference`).
 """
 
+import argparse
 import dataclasses
 import math
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,127 +24,184 @@ from mobilenet.tta import Inference
 from training.optim import OPTIMIZERS
 from training.schedules import SCHEDULES, Schedule
 
-# Values both recipes share (batch 32 per process, SGD, label smoothing, random-resized crops of 35-100%).
-COMMON: dict[str, Any] = dict(
-    batch_size=32,
-    optimizer="sgd",
-    weight_decay=5e-5,
-    label_smoothing=0.1,
-    head_lr_mult=1.0,
-    scale_min=0.35,
-    resolution=224,
-    test_scale=1.0,
-    test_hflip=False,
-    look_twice=False,
-    transplant_head=True,  # a start whose labels the species map names (data/cub200_inat_birds.tsv)
-)
-# Validation images carved from each class's training images (seeded by --seed), for choosing best.pt. CUB
-# has about 30 training images per class: 10% holds out 3 per class, 599 images on full CUB (standard error
-# of a top-1 near 75%: 1.8 points) and 60 on cub20 (near 90%: 3.9 points). That ranks checkpoints coarsely
-# but catches a bad epoch. With --val-fraction 0 there is no validation and best.pt is the last epoch.
-VAL_FRACTION = 0.1
-# A refit has no validation to run each epoch; its test curve is drawn every 5 epochs (and after the last),
-# because the fine-tuning recipe's look twice + flip makes each test evaluation four passes (about a minute on
-# cub20 on 2 cores, 20 minutes over a 20-epoch run if done every epoch).
-EVAL_EVERY_WITHOUT_VALIDATION = 5
-RECIPES: dict[str, dict[str, Any]] = {
-    "scratch": {**COMMON, "epochs": 30, "lr": 0.05, "warmup_epochs": 2.0, "val_fraction": VAL_FRACTION},
-    # Fine-tuning refits: trained on every training image, the last epoch kept, and tested by looking twice
-    # with flip averaging. Both chosen by 5-fold cross-validation on cub20 (`python -m bench.crossval`): pooled
-    # over the 600 out-of-fold images the last epoch validates within 2 images of the best one (so holding
-    # images out would only cost training data), and look twice + flip corrects 20 images one plain pass gets
-    # wrong against 7 the other way (exact McNemar p = 0.019), at 4 passes' cost.
-    "finetune": {
-        **COMMON,
-        "epochs": 20,
-        "lr": 0.005,
-        "warmup_epochs": 1.0,
-        "val_fraction": 0.0,
-        "test_hflip": True,
-        "look_twice": True,
-    },
-}
-# The built-in generated birds are drawn at 128 px: from scratch at 80 px (evaluated on the centre 80 of 91)
-# for 14 epochs (about 4 minutes on 2 CPU cores), with mild crops that keep the whole bird in view.
-RECIPES["builtin"] = {**RECIPES["scratch"], "resolution": 80, "epochs": 14, "scale_min": 0.8}
-# Fine-tuning from the bird expert (`--pretrained inat-birds` or its file, recognised by its SHA-256): a fresh
-# head and one plain pass, chosen on fold 0 of a 3-fold split of cub20's training images
-# (bench/studies/crossval_cub20_bird_{default,fresh}_fold0.md; the decision record is docs/bird-expert.md).
-RECIPES["finetune-birds"] = {**RECIPES["finetune"], "transplant_head": False, "test_hflip": False, "look_twice": False}
-RECIPE_KEYS = tuple(RECIPES["scratch"])
-
 
 class UsageError(ValueError):
     """An invalid option or input, for every command: reported as one line naming the flag or file, before any
     work."""
 
 
+def option(default: Any, help: str, group: str, *, choices: tuple = (), resumable: bool = False, **more: Any) -> Any:
+    """A `RunConfig` field that is a `train.py` option. `resumable`: a `--resume` may change it (where and how
+    fast a run runs, not what it computes). `more`: `flag` (when not `--name-of-the-field`), `parse` (text to
+    value, for `--classes`), `check` (value -> ok) with `rule` (what the check asks), `default_text`."""
+    return dataclasses.field(
+        default=default, metadata=dict(help=help, group=group, choices=choices, resumable=resumable, **more)
+    )
+
+
+def _class_ids(text: str) -> tuple[int, ...] | None:
+    ids = parse_classes(text)
+    return tuple(ids) if ids else None
+
+
+GROUPS = ("model", "data", "optimisation", "distillation", "test time", "schedule", "run")
+GROUP_TITLES = {"test time": "test time (how val/test are evaluated; evaluate/predict/serve/export follow)"}
+# Validation images carved from each class's training images (seeded by --seed), for choosing best.pt
+# (docs/training.md: what 10% holds out on CUB and cub20). 0: no validation, best.pt is the last epoch.
+VAL_FRACTION = 0.1
+# A refit has no validation to run each epoch; its test curve is drawn every 5 epochs (and after the last).
+EVAL_EVERY_WITHOUT_VALIDATION = 5
+# Batches of training images on which an imported .tflite's batch norm is re-estimated (its BN is folded).
+CALIBRATION_BATCHES = 10
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """A training run, resolved: no value here is None unless None means "not used" (`pretrained`, ...)."""
+    """A training run, resolved: no value here is None unless None means "not used" (`pretrained`, ...).
+    The defaults are the from-scratch recipe; `RECIPES` lists what the other recipes change."""
 
     # model
-    arch: str = "v2"
-    width: float = 1.0
-    resolution: int = 224
-    dropout: float = 0.2
-    pretrained: str | None = None
-    transplant_head: bool = True
-    freeze_epochs: int = 0
-    calibration_batches: int = 10
-    normalization: str = "auto"
+    arch: str = option(
+        "v2", "architecture", "model", choices=("v1", "v2"), default_text="v2, or the --pretrained file's"
+    )
+    width: float = option(
+        1.0,
+        "width multiplier",
+        "model",
+        check=lambda v: 0 < v <= 4,
+        rule="in (0, 4]",
+        default_text="1.0, or the --pretrained file's",
+    )
+    resolution: int = option(224, "training input size", "model", check=lambda v: v >= 32, rule="at least 32")
+    dropout: float = option(0.2, "dropout before the classifier", "model", check=lambda v: 0 <= v < 1, rule="in [0, 1)")
+    pretrained: str | None = option(
+        None,
+        "a .tflite / torchvision .pth / timm .pth or .safetensors file, or 'imagenet' (torchvision's V2) or "
+        "'inat-birds' (Google's V2 trained on 964 iNaturalist bird species)",
+        "model",
+        default_text="none, from scratch",
+    )
+    transplant_head: bool = option(
+        True,
+        "start each class that the --pretrained file's labels name (data/cub200_inat_birds.tsv) from that "
+        "species' row of the file's head; the other classes start fresh",
+        "model",
+    )
+    freeze_epochs: int = option(
+        0, "train only the classifier for this many epochs first", "model", check=lambda v: v >= 0, rule=">= 0"
+    )
     # data
-    data_root: str = ""
-    builtin_data: bool = False
-    crop: str = "none"
-    class_ids: tuple[int, ...] | None = None
-    val_fraction: float = VAL_FRACTION
-    val_fold: int | None = None
-    workers: int = 2
-    cache: bool = False
-    scale_min: float = 0.35
-    scale_max: float = 1.0
-    hflip: float = 0.5
-    color_jitter: float = 0.0
+    data_root: str = option(
+        "",
+        "CUB root",
+        "data",
+        resumable=True,
+        default_text="data/CUB_200_2011 if present, else the built-in generated set",
+    )
+    crop: str = option("none", "crop images to their bounding box", "data", choices=("none", "bbox"))
+    class_ids: tuple[int, ...] | None = option(
+        None, "class ids to use, e.g. 1-20 or 1,5,9-12", "data", flag="--classes", parse=_class_ids, default_text="all"
+    )
+    val_fraction: float = option(
+        VAL_FRACTION,
+        "fraction of each class's training images held out to choose best.pt (0: none, best.pt = last epoch)",
+        "data",
+        check=lambda v: 0 <= v < 1,
+        rule="in [0, 1)",
+    )
+    val_fold: int | None = option(
+        None,
+        "hold out the K-th of the 1/val-fraction disjoint folds instead (k-fold cross-validation)",
+        "data",
+        default_text="none",
+    )
+    workers: int = option(2, "data-loading processes", "data", resumable=True, check=lambda v: v >= 0, rule=">= 0")
+    cache: bool = option(False, "use (and build if needed) the packed uint8 cache", "data", resumable=True)
+    scale_min: float = option(0.35, "smallest random-crop area fraction", "data")
+    scale_max: float = option(1.0, "largest random-crop area fraction", "data")
+    hflip: float = option(
+        0.5, "training: horizontal flip probability", "data", check=lambda v: 0 <= v <= 1, rule="in [0, 1]"
+    )
+    color_jitter: float = option(
+        0.0, "brightness/contrast/saturation jitter strength", "data", check=lambda v: v >= 0, rule=">= 0"
+    )
     # optimisation
-    recipe: str = "scratch"
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 0.05
-    head_lr_mult: float = 1.0
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-5
-    no_decay_bn_bias: bool = True
-    label_smoothing: float = 0.1
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    ema: float = 0.0
-    grad_clip: float = 0.0
-    amp: str = "none"
-    channels_last: bool = False
+    epochs: int = option(30, "epochs", "optimisation", check=lambda v: v >= 0, rule=">= 0 (0: evaluate the start only)")
+    batch_size: int = option(32, "images per step and process", "optimisation", check=lambda v: v > 0, rule="> 0")
+    lr: float = option(
+        0.05, "base learning rate", "optimisation", check=lambda v: math.isfinite(v) and v > 0, rule="> 0"
+    )
+    head_lr_mult: float = option(1.0, "classifier lr multiplier", "optimisation", check=lambda v: v >= 0, rule=">= 0")
+    optimizer: str = option("sgd", "optimizer", "optimisation", choices=OPTIMIZERS)
+    momentum: float = option(
+        0.9, "momentum (SGD, RMSprop)", "optimisation", check=lambda v: 0 <= v < 1, rule="in [0, 1)"
+    )
+    weight_decay: float = option(5e-5, "weight decay", "optimisation", check=lambda v: v >= 0, rule=">= 0")
+    decay_bn_bias: bool = option(False, "weight decay on BN, biases and depthwise kernels too", "optimisation")
+    label_smoothing: float = option(
+        0.1, "label smoothing", "optimisation", check=lambda v: 0 <= v < 1, rule="in [0, 1)"
+    )
+    mixup: float = option(0.0, "mixup alpha (0: off)", "optimisation", check=lambda v: v >= 0, rule=">= 0")
+    cutmix: float = option(0.0, "cutmix alpha (0: off)", "optimisation", check=lambda v: v >= 0, rule=">= 0")
+    ema: float = option(
+        0.0,
+        "EMA decay of the weights, e.g. 0.999 (0: off)",
+        "optimisation",
+        check=lambda v: v == 0 or 0 < v < 1,
+        rule="in (0, 1)",
+    )
+    grad_clip: float = option(
+        0.0, "clip the gradient norm (0: off)", "optimisation", check=lambda v: v >= 0, rule=">= 0"
+    )
+    amp: str = option("none", "mixed precision (fp16 on CUDA only)", "optimisation", choices=("none", "bf16", "fp16"))
+    channels_last: bool = option(False, "NHWC memory format", "optimisation")
     # distillation (training/distill.py)
-    teacher: str | None = None
-    distill_temperature: float = 4.0
-    distill_weight: float = 0.9
+    teacher: str | None = option(None, "a train.py checkpoint to distil from", "distillation", default_text="none")
+    distill_temperature: float = option(
+        4.0, "softmax temperature of the soft targets", "distillation", check=lambda v: v > 0, rule="> 0"
+    )
+    distill_weight: float = option(
+        0.9,
+        "weight of the soft-target loss (1: no labels)",
+        "distillation",
+        check=lambda v: 0 <= v <= 1,
+        rule="in [0, 1]",
+    )
     # test time (mobilenet/tta.py): how val/test are evaluated, and how evaluate/predict/serve/export apply the model
-    test_scale: float = 1.0  # test resolution = round(resolution * test_scale)
-    test_hflip: bool = False
-    look_twice: bool = False
+    test_scale: float = option(
+        1.0,
+        "test resolution = resolution x this (FixRes)",
+        "test time",
+        check=lambda v: 0.5 <= v <= 4,
+        rule="in [0.5, 4]",
+    )
+    test_hflip: bool = option(False, "average with the mirror image", "test time")
+    look_twice: bool = option(False, "second pass on the object cropped from the first pass's features", "test time")
     # schedule
-    schedule: str = "cosine"
-    warmup_epochs: float = 2.0
-    min_lr_factor: float = 0.0
-    step_size: int = 30
-    gamma: float = 0.1
-    milestones: tuple[int, ...] = ()
+    schedule: str = option("cosine", "learning-rate schedule", "schedule", choices=SCHEDULES)
+    warmup_epochs: float = option(2.0, "linear warm-up", "schedule", check=lambda v: v >= 0, rule=">= 0")
     # run
-    seed: int = 0
-    device: str = "auto"
-    out: str = ""
-    eval_every: int = 1
-    no_malloc_tuning: bool = False
-    no_progress: bool = False
+    seed: int = option(0, "random seed (initial weights, validation split, every epoch's draws)", "run")
+    device: str = option("auto", "device", "run", choices=("auto", "cpu", "cuda", "mps"), resumable=True)
+    out: str = option("", "run folder", "run", resumable=True, default_text="runs/<arch>-<width>-<resolution>")
+    eval_every: int = option(
+        1,
+        "evaluate every N epochs and after the last",
+        "run",
+        resumable=True,
+        check=lambda v: v > 0,
+        rule="> 0",
+        default_text=f"1 with a validation split, {EVAL_EVERY_WITHOUT_VALIDATION} without",
+    )
+    malloc_tuning: bool = option(
+        True, "keep freed memory in glibc's malloc (faster steps on CPU)", "run", resumable=True
+    )
+    progress: bool = option(
+        True, "progress bars or progress lines (the per-epoch summary lines stay)", "run", resumable=True
+    )
+    # resolved, not options
+    recipe: str = "scratch"
+    builtin_data: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: tuples become lists."""
@@ -150,26 +210,16 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
         """The record saved in a checkpoint or `config.json` (keys of older versions are ignored)."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)}
         kept = {k: v for k, v in values.items() if k in known}
         kept.setdefault("val_fraction", 0.0)  # records from before validation splits had none
-        for key in ("class_ids", "milestones"):
-            if kept.get(key) is not None:
-                kept[key] = tuple(kept[key])
+        if kept.get("class_ids") is not None:
+            kept["class_ids"] = tuple(kept["class_ids"])
         return cls(**kept)
 
     def lr_schedule(self, steps_per_epoch: int) -> Schedule:
         """This run's learning-rate schedule: a factor of `lr` for every optimizer step."""
-        return Schedule(
-            self.schedule,
-            self.epochs,
-            steps_per_epoch,
-            self.warmup_epochs,
-            min_factor=self.min_lr_factor,
-            step_size=self.step_size,
-            gamma=self.gamma,
-            milestones=list(self.milestones),
-        )
+        return Schedule(self.schedule, self.epochs, steps_per_epoch, self.warmup_epochs)
 
     def lr_per_step(self, steps_per_epoch: int) -> list[float]:
         """The learning rate of every optimizer step of the run, warm-up included (for plots)."""
@@ -199,6 +249,93 @@ class RunConfig:
         )
 
 
+OPTIONS = {f.name: f for f in dataclasses.fields(RunConfig) if "help" in f.metadata}
+_TYPES = typing.get_type_hints(RunConfig)
+
+# The recipes, as the values each changes from the defaults above (the from-scratch recipe).
+# Fine-tuning refits: trained on every training image, the last epoch kept, and tested by looking twice with
+# flip averaging; both chosen by 5-fold cross-validation on cub20 (docs/results.md, `python -m bench.crossval`).
+FINETUNE = dict(epochs=20, lr=0.005, warmup_epochs=1.0, val_fraction=0.0, test_hflip=True, look_twice=True)
+RECIPES: dict[str, dict[str, Any]] = {
+    "scratch": {},
+    # The built-in generated birds are drawn at 128 px: at 80 px, with mild crops that keep the whole bird.
+    "builtin": dict(resolution=80, epochs=14, scale_min=0.8),
+    "finetune": FINETUNE,
+    # The bird expert (`--pretrained inat-birds` or its file, known by its SHA-256): a fresh head and one plain
+    # pass, chosen on validation folds of cub20's training images (docs/bird-expert.md).
+    "finetune-birds": {**FINETUNE, "transplant_head": False, "test_hflip": False, "look_twice": False},
+}
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of the option `name`."""
+    return OPTIONS[name].metadata.get("flag") or "--" + name.replace("_", "-")
+
+
+def default_text(name: str) -> str:
+    """What `--help` says an option defaults to: its value, and where a recipe changes it, the recipe's."""
+    meta, default = OPTIONS[name].metadata, OPTIONS[name].default
+    if "default_text" in meta:
+        return meta["default_text"]
+    shown = str(default)
+    finetune, birds, builtin = (RECIPES[r].get(name, default) for r in ("finetune", "finetune-birds", "builtin"))
+    if finetune != default:
+        shown += f" from scratch, {finetune} with --pretrained"
+    if birds != finetune:
+        shown += f" ({birds} from inat-birds)"
+    if builtin != default:
+        shown += f"; {builtin} from scratch on the built-in set"
+    if name == "resolution":
+        shown += ", or the --pretrained file's"
+    return shown
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Every option of `RunConfig`, in its group; each defaults to None (unset: the recipe decides)."""
+    groups = {g: parser.add_argument_group(GROUP_TITLES.get(g, g)) for g in GROUPS}
+    for name, f in OPTIONS.items():
+        meta = f.metadata
+        kind = _value_type(name)
+        kwargs: dict[str, Any] = dict(dest=name, default=None, help=f"{meta['help']} (default: {default_text(name)})")
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _argparse_type(meta.get("parse") or kind, flag_of(name))
+            if meta["choices"]:
+                kwargs["choices"] = meta["choices"]
+            else:
+                kwargs["metavar"] = flag_of(name).lstrip("-").replace("-", "_").upper()
+        groups[meta["group"]].add_argument(flag_of(name), **kwargs)
+
+
+def _value_type(name: str) -> type:
+    """The option's value type: `int | None` gives `int`, `tuple[int, ...] | None` gives `tuple`."""
+    hint = _TYPES[name]
+    if typing.get_origin(hint) in (typing.Union, type(int | None)):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return typing.get_origin(hint) or hint
+
+
+def _argparse_type(convert: Callable, flag: str) -> Callable:
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix(f"{flag}: ")) from None
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def option_names_by_key() -> dict[str, str]:
+    """Config-file keys (an option's field name or its flag's name, `-` or `_`) to field names."""
+    keys = {}
+    for name in OPTIONS:
+        for key in (name, flag_of(name).lstrip("-")):
+            keys[key] = keys[key.replace("-", "_")] = name
+    return keys
+
+
 def resolve_config(
     flags: Mapping[str, Any],
     *,
@@ -208,84 +345,63 @@ def resolve_config(
     pretrained_resolution: int | None = None,
     bird_start: bool = False,
 ) -> RunConfig:
-    """The run record from the command line's values (None = unset), the data root, and, with `--pretrained`,
-    the imported model's config (`arch`, `width_mult`) and the file's input resolution; `bird_start` when that
-    file is the iNaturalist-birds expert (its own fine-tuning recipe). Raises UsageError."""
+    """The run record from the command line's values (field names; None = unset), the data root, and, with
+    `--pretrained`, the imported model's config (`arch`, `width_mult`) and the file's input resolution;
+    `bird_start` when that file is the iNaturalist-birds expert (its own recipe). Raises UsageError."""
     if flags.get("pretrained"):
-        recipe_name = "finetune-birds" if bird_start else "finetune"
+        recipe = "finetune-birds" if bird_start else "finetune"
     else:
-        recipe_name = "builtin" if builtin_data else "scratch"
-    values = {k: v for k, v in flags.items() if k in {f.name for f in dataclasses.fields(RunConfig)}}
-    for key, default in RECIPES[recipe_name].items():
-        if values.get(key) is None and key != "resolution":
-            values[key] = default
-    if pretrained_model is not None:
-        for flag, key, name in (("--arch", "arch", "arch"), ("--width", "width_mult", "width")):
-            wanted = values.get(name)
-            if wanted is not None and wanted != pretrained_model[key]:
+        recipe = "builtin" if builtin_data else "scratch"
+    given = {k: v for k, v in flags.items() if k in OPTIONS and v is not None}
+    if isinstance(given.get("class_ids"), list):  # a --config file's list of ids
+        given["class_ids"] = tuple(given["class_ids"])
+    values = {**RECIPES[recipe], **given}
+    if pretrained_model is not None:  # the start's architecture is a fact, not a default
+        for name, key in (("arch", "arch"), ("width", "width_mult")):
+            if name in given and given[name] != pretrained_model[key]:
                 raise UsageError(
-                    f"{flag} {wanted} does not match --pretrained {flags['pretrained']} ({key} {pretrained_model[key]})"
+                    f"{flag_of(name)} {given[name]} does not match --pretrained {flags['pretrained']} "
+                    f"({key} {pretrained_model[key]})"
                 )
-        values["arch"], values["width"] = pretrained_model["arch"], pretrained_model["width_mult"]
-    for key, default in (("arch", "v2"), ("width", 1.0)):
-        if values.get(key) is None:
-            values[key] = default
-    if values.get("resolution") is None:
-        values["resolution"] = pretrained_resolution or RECIPES[recipe_name]["resolution"]
-    if values.get("eval_every") is None:  # without a validation split, evaluating only draws the test curve
-        values["eval_every"] = 1 if values["val_fraction"] > 0 else EVAL_EVERY_WITHOUT_VALIDATION
-    try:
-        class_ids = parse_classes(flags.get("classes"))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    values.update(
-        recipe=recipe_name,
-        data_root=str(data_root),
-        builtin_data=builtin_data,
-        class_ids=tuple(class_ids) if class_ids else None,
-        milestones=tuple(values.get("milestones") or ()),
-    )
+            values[name] = pretrained_model[key]
+        if "resolution" not in given and pretrained_resolution:
+            values["resolution"] = pretrained_resolution
+    if "eval_every" not in given:  # without a validation split, evaluating only draws the test curve
+        val_fraction = values.get("val_fraction", VAL_FRACTION)
+        values["eval_every"] = 1 if val_fraction > 0 else EVAL_EVERY_WITHOUT_VALIDATION
+    values.update(recipe=recipe, data_root=str(data_root), builtin_data=builtin_data)
     if not values.get("out"):
-        values["out"] = f"runs/{values['arch']}-{values['width']:g}-{values['resolution']}"
-    values = {k: v for k, v in values.items() if v is not None}
+        width = values.get("width", 1.0)
+        values["out"] = f"runs/{values.get('arch', 'v2')}-{width:g}-{values.get('resolution', 224)}"
+    check_types(values)
     config = RunConfig(**values)
     check(config)
     return config
 
 
+def check_types(values: Mapping[str, Any]) -> None:
+    """UsageError naming the flag of a value of the wrong type (a `--config` file is not type-checked by argparse)."""
+    for name, value in values.items():
+        if name not in OPTIONS or value is None:
+            continue
+        kind = _value_type(name)
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise UsageError(f"{flag_of(name)} must be {kind.__name__}, got {value!r}")
+
+
 def check(c: RunConfig) -> None:
     """Every value in range, or a UsageError naming the flag."""
-    rules = [
-        (c.arch in ("v1", "v2"), "--arch", "must be v1 or v2", c.arch),
-        (math.isfinite(c.lr) and c.lr > 0, "--lr", "must be > 0", c.lr),
-        (c.epochs >= 0, "--epochs", "must be >= 0 (0: evaluate the start only)", c.epochs),
-        (c.batch_size > 0, "--batch-size", "must be > 0", c.batch_size),
-        (0 < c.width <= 4, "--width", "must be in (0, 4]", c.width),
-        (c.resolution >= 32, "--resolution", "must be at least 32", c.resolution),
-        (0 <= c.dropout < 1, "--dropout", "must be in [0, 1)", c.dropout),
-        (c.weight_decay >= 0, "--weight-decay", "must be >= 0", c.weight_decay),
-        (0 <= c.label_smoothing < 1, "--label-smoothing", "must be in [0, 1)", c.label_smoothing),
-        (
-            0 < c.scale_min <= c.scale_max <= 1,
-            "--scale-min/--scale-max",
-            "must satisfy 0 < min <= max <= 1",
-            (c.scale_min, c.scale_max),
-        ),
-        (c.schedule in SCHEDULES, "--schedule", f"must be one of {', '.join(SCHEDULES)}", c.schedule),
-        (c.optimizer in OPTIMIZERS, "--optimizer", f"must be one of {', '.join(OPTIMIZERS)}", c.optimizer),
-        (c.workers >= 0, "--workers", "must be >= 0", c.workers),
-        (c.ema == 0 or 0 < c.ema < 1, "--ema", "must be in (0, 1)", c.ema),
-        (c.eval_every > 0, "--eval-every", "must be > 0", c.eval_every),
-        (c.freeze_epochs >= 0, "--freeze-epochs", "must be >= 0", c.freeze_epochs),
-        (c.warmup_epochs >= 0, "--warmup-epochs", "must be >= 0", c.warmup_epochs),
-        (0 <= c.val_fraction < 1, "--val-fraction", "must be in [0, 1)", c.val_fraction),
-        (0.5 <= c.test_scale <= 4, "--test-scale", "must be in [0.5, 4]", c.test_scale),
-        (c.distill_temperature > 0, "--distill-temperature", "must be > 0", c.distill_temperature),
-        (0 <= c.distill_weight <= 1, "--distill-weight", "must be in [0, 1]", c.distill_weight),
-    ]
-    for ok, flag, rule, value in rules:
-        if not ok:
-            raise UsageError(f"{flag} {rule}, got {value}")
+    for name, f in OPTIONS.items():
+        value, meta = getattr(c, name), f.metadata
+        if meta["choices"] and value not in meta["choices"]:
+            raise UsageError(f"{flag_of(name)} must be one of {', '.join(meta['choices'])}, got {value}")
+        if "check" in meta and value is not None and not meta["check"](value):
+            raise UsageError(f"{flag_of(name)} must be {meta['rule']}, got {value}")
+    if not 0 < c.scale_min <= c.scale_max <= 1:
+        raise UsageError(f"--scale-min/--scale-max must satisfy 0 < min <= max <= 1, got {(c.scale_min, c.scale_max)}")
     if c.val_fold is not None:
         try:
             fold_count(c.val_fraction, c.val_fold)
@@ -293,19 +409,15 @@ def check(c: RunConfig) -> None:
             raise UsageError(f"--val-fold {c.val_fold} with --val-fraction {c.val_fraction:g}: {error}") from None
 
 
-# What may differ between a run and its `--resume`: where and how fast it runs, not what it computes.
-RESUMABLE_CHANGES = {"workers", "device", "cache", "no_progress", "no_malloc_tuning", "eval_every", "out", "data_root"}
-
-
 def check_resume(saved: RunConfig, wanted: RunConfig, path: str) -> None:
-    """UsageError naming the first flag whose value differs from the run being resumed."""
-    for field in dataclasses.fields(RunConfig):
-        name = field.name
-        if name in RESUMABLE_CHANGES:
+    """UsageError naming the first flag whose value differs from the run being resumed (options marked
+    `resumable` may differ)."""
+    for f in dataclasses.fields(RunConfig):
+        if f.metadata.get("resumable"):
             continue
-        before, now = getattr(saved, name), getattr(wanted, name)
+        before, now = getattr(saved, f.name), getattr(wanted, f.name)
         if before != now:
-            flag = "--classes" if name == "class_ids" else "--" + name.replace("_", "-")
+            flag = flag_of(f.name) if f.name in OPTIONS else f.name
             raise UsageError(
                 f"--resume {path}: the run has {flag} {_show(before)}, this command {_show(now)}; "
                 "a resumed run must be the same run (give the options it was started with)"

@@ -1,6 +1,6 @@
 """Optimizers with the parameter groups MobileNet training wants.
 
-`--no-decay-bn-bias` exempts batch-norm scales and shifts, biases and depthwise kernels from weight decay:
+By default (`--no-decay-bn-bias`) training exempts batch-norm scales and shifts, biases and depthwise kernels from weight decay:
 the V1 paper notes that depthwise filters have so few parameters that they need little or no decay
 (section 4), and decaying normalisation parameters only fights the normalisation. `head_lr_mult` gives the
 fresh classifier of a fine-tuned model a larger learning rate than the pretrained backbone.
@@ -13,7 +13,7 @@ OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 
 
 def parameter_groups(
-    model: nn.Module, weight_decay: float, no_decay_bn_bias: bool, head_lr_mult: float = 1.0
+    model: nn.Module, weight_decay: float, decay_bn_bias: bool, head_lr_mult: float = 1.0
 ) -> list[dict]:
     """Split trainable parameters into (decay, no decay) x (backbone, classifier) groups; empty ones dropped."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
@@ -22,7 +22,7 @@ def parameter_groups(
             if not param.requires_grad:
                 continue
             depthwise = isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
-            exempt = no_decay_bn_bias and (
+            exempt = not decay_bn_bias and (
                 param.ndim <= 1 or isinstance(module, nn.modules.batchnorm._BatchNorm) or depthwise
             )
             is_head = module_name.startswith("classifier")

@@ -1,18 +1,17 @@
 """Learning-rate schedules as one multiplicative factor of the base lr per optimizer step.
 
 Every schedule is a function of the fractional epoch t = step / steps_per_epoch, evaluated each iteration:
-cosine, exponential and onecycle change every step; step and multistep change at epoch boundaries;
-constant never. A linear warm-up from `warmup_start` to 1 over `warmup_epochs` multiplies any of them
+cosine and onecycle change every step; constant never. A linear warm-up from `warmup_start` to 1 over `warmup_epochs` multiplies any of them
 (onecycle has its own warm-up). Driven through `torch.optim.lr_scheduler.LambdaLR`, whose state_dict
 (the step count) is all a resumed run needs.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-SCHEDULES = ("cosine", "step", "multistep", "exponential", "onecycle", "constant")
+SCHEDULES = ("cosine", "onecycle", "constant")
 
 
 @dataclass
@@ -22,10 +21,6 @@ class Schedule:
     steps_per_epoch: int
     warmup_epochs: float = 0.0
     warmup_start: float = 0.01
-    min_factor: float = 0.0  # cosine floor, as a fraction of the base lr
-    step_size: int = 30  # step: epochs between decays
-    gamma: float = 0.1  # step / multistep: decay factor; exponential: factor per epoch
-    milestones: list[int] = field(default_factory=list)  # multistep
     onecycle_pct: float = 0.3  # onecycle: fraction of the run spent rising
 
     def __post_init__(self) -> None:
@@ -45,13 +40,7 @@ class Schedule:
         if self.name == "cosine":
             span = max(total - self.warmup_epochs, 1e-9)
             progress = min(1.0, max(0.0, t - self.warmup_epochs) / span)
-            value = self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-        elif self.name == "step":
-            value = self.gamma ** (int(t) // self.step_size)
-        elif self.name == "multistep":
-            value = self.gamma ** sum(int(t) >= m for m in self.milestones)
-        elif self.name == "exponential":
-            value = self.gamma**t
+            value = 0.5 * (1 + math.cos(math.pi * progress))
         else:
             value = 1.0
         if self.warmup_epochs > 0 and t < self.warmup_epochs:
