@@ -1,12 +1,13 @@
 """The packed cache: a split decoded once into a memory-mapped uint8 array, so an epoch never decodes a JPEG.
 
-Each image is resized so its shorter side is `size` and its centre `size x size` square is kept (CUB birds are
-mostly centred and the eval crop is central anyway; random-resized crops then work on the square). The array
-`<split>.npy` (N, size, size, 3) sits beside `<split>.json`, the index: labels, class names, boxes in cache
-coordinates, and the signature of what it was built from (file list with sizes and modification times, size,
-crop, classes). `packed_dataset` rebuilds the cache when that signature changes instead of reusing it.
-The array is opened with `mmap_mode="r"`: pages come from the OS page cache on demand, so a training run's
-own (anonymous) memory does not grow with the size of the cache file.
+Each photo is kept whole, resized so its shorter side is `size` (aspect kept), exactly as the eval transform
+resizes it: the random-resized crop sees the sides of a non-square photo as it does from the JPEG, and the
+eval view is the same pixels. The photos lie one after the other, (H, W, 3) each, in one flat uint8 file
+`<split>.u8` beside `<split>.json`, the index: each photo's offset and shape, labels, class names, boxes in
+cache coordinates, and the signature of what it was built from (file list with sizes and modification times,
+size, crop, classes). `packed_dataset` rebuilds the cache when that signature changes instead of reusing it.
+The file is memory-mapped read-only: pages come from the OS page cache on demand, so a training run's own
+(anonymous) memory does not grow with the size of the cache file.
 
 `python -m data.prepare --root ROOT --size 256` builds the caches of both splits;
 `python -m data.prepare --root ROOT --stats` prints the training split's per-channel mean and std.
@@ -26,9 +27,9 @@ import numpy as np
 import torch
 
 from data.cub import CUB200, ImageDecodeError, pil_to_tensor
-from data.transforms import center_crop, resize_shorter
+from data.transforms import resize_shorter
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 1: the centre square of each photo; 2: the whole photo
 DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "packed"
 
 
@@ -56,7 +57,7 @@ def _cache_paths(dataset: CUB200, size: int, cache_dir: Path) -> tuple[Path, Pat
     if dataset.split != "test" and dataset.val_fraction > 0:  # the held-out images depend on these
         fold = f"-fold{dataset.val_fold}" if dataset.val_fold is not None else ""
         stem = f"{dataset.split}-val{dataset.val_fraction:g}{fold}-seed{dataset.val_seed}-{size}"
-    return folder / f"{stem}.npy", folder / f"{stem}.json"
+    return folder / f"{stem}.u8", folder / f"{stem}.json"
 
 
 def _shown(path: Path) -> str:
@@ -67,21 +68,16 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _pack_box(box, height: int, width: int, size: int) -> list[float] | None:
-    """Map a box (x, y, w, h) of the original image into the packed square's coordinates (clipped)."""
+def _pack_box(box, height: int, width: int, packed_height: int, packed_width: int) -> list[float] | None:
+    """Map a box (x, y, w, h) of the original image into the packed photo's coordinates."""
     if box is None:
         return None
-    scale = size / min(height, width)
-    off_x, off_y = (round(width * scale) - size) // 2, (round(height * scale) - size) // 2
-    x0 = min(max(box[0] * scale - off_x, 0), size)
-    y0 = min(max(box[1] * scale - off_y, 0), size)
-    x1 = min(max((box[0] + box[2]) * scale - off_x, 0), size)
-    y1 = min(max((box[1] + box[3]) * scale - off_y, 0), size)
-    return [x0, y0, x1 - x0, y1 - y0]
+    sx, sy = packed_width / width, packed_height / height
+    return [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
 
 
 class _PackSource(torch.utils.data.Dataset):
-    """Decodes and packs each image of a CUB200 (for a DataLoader with workers); None marks unreadable."""
+    """Decodes and resizes each image of a CUB200 (for a DataLoader with workers); None marks unreadable."""
 
     def __init__(self, dataset: CUB200, size: int) -> None:
         self.dataset, self.size = dataset, size
@@ -95,24 +91,23 @@ class _PackSource(torch.utils.data.Dataset):
         except ImageDecodeError as e:
             return index, None, str(e)
         height, width = image.shape[-2:]
-        packed = center_crop(resize_shorter(image, self.size), self.size)
-        box = _pack_box(self.dataset.samples[index].box, height, width, self.size)
-        return index, packed.permute(1, 2, 0).numpy(), box
+        packed = resize_shorter(image, self.size)
+        box = _pack_box(self.dataset.samples[index].box, height, width, *packed.shape[-2:])
+        return index, packed.permute(1, 2, 0).contiguous().numpy(), box
 
 
 def build_cache(dataset: CUB200, size: int = 256, cache_dir: str | Path = DEFAULT_CACHE_DIR, workers: int = 2) -> Path:
-    """Pack `dataset` (no transform) into `<cache_dir>/<key>/<split>-<size>.npy`; return the index path."""
+    """Pack `dataset` (no transform) into `<cache_dir>/<key>/<split>-<size>.u8`; return the index path."""
     if dataset.transform is not None:
         raise ValueError("build_cache needs a dataset without transform")
     array_path, index_path = _cache_paths(dataset, size, Path(cache_dir))
     array_path.parent.mkdir(parents=True, exist_ok=True)
     # Temporary names of this process only (two builders never share one), removed if the build fails.
-    tmp_array = array_path.with_name(f".{array_path.stem}.{os.getpid()}.tmp.npy")
+    tmp_array = array_path.with_name(f".{array_path.name}.{os.getpid()}.tmp")
     try:
         return _pack(dataset, size, workers, tmp_array, array_path, index_path)
     finally:
-        for leftover in (tmp_array, tmp_array.with_suffix(".kept.npy")):
-            leftover.unlink(missing_ok=True)
+        tmp_array.unlink(missing_ok=True)
 
 
 def _unbatched(item: Any) -> Any:
@@ -120,37 +115,35 @@ def _unbatched(item: Any) -> Any:
 
 
 def _pack(dataset: CUB200, size: int, workers: int, tmp_array: Path, array_path: Path, index_path: Path) -> Path:
-    array = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=np.uint8, shape=(len(dataset), size, size, 3))
-    keep = np.ones(len(dataset), dtype=bool)
-    boxes: list = [None] * len(dataset)
     loader = torch.utils.data.DataLoader(
         _PackSource(dataset, size), batch_size=None, num_workers=workers, collate_fn=_unbatched
     )
-    for index, pixels, box in loader:
-        if pixels is None:
-            if not dataset.skip_unreadable:
-                raise ImageDecodeError(box)
-            keep[index] = False
-            warnings.warn(f"{box}; left out of the cache ({int((~keep).sum())} unreadable so far)", stacklevel=2)
-            continue
-        array[index] = pixels
-        boxes[index] = box
-    array.flush()
-    del array
-    if not keep.all():  # drop unreadable rows
-        full = np.load(tmp_array, mmap_mode="r")
-        np.save(tmp_array.with_suffix(".kept.npy"), full[keep])
-        del full
-        os.replace(tmp_array.with_suffix(".kept.npy"), tmp_array)
-    kept = [i for i in range(len(dataset)) if keep[i]]
+    kept, offsets, shapes, boxes = [], [], [], []
+    offset = 0
+    with open(tmp_array, "wb") as out:
+        for index, pixels, box in loader:  # in index order
+            if pixels is None:
+                if not dataset.skip_unreadable:
+                    raise ImageDecodeError(box)
+                warnings.warn(f"{box}; left out of the cache ({index + 1 - len(kept)} unreadable so far)", stacklevel=2)
+                continue
+            out.write(pixels.tobytes())
+            kept.append(index)
+            offsets.append(offset)
+            shapes.append(list(pixels.shape[:2]))
+            boxes.append(box)
+            offset += pixels.size
     index = {
         "signature": _signature(dataset, size),
         "class_names": dataset.class_names,
         "labels": [dataset.samples[i].label for i in kept],
-        "boxes": [boxes[i] for i in kept],
+        "offsets": offsets,
+        "shapes": shapes,
+        "boxes": boxes,
         "paths": [str(dataset.samples[i].path) for i in kept],
     }
     os.replace(tmp_array, array_path)
+    array_path.with_suffix(".npy").unlink(missing_ok=True)  # the square cache of version 1, if there was one
     tmp_index = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
     tmp_index.write_text(json.dumps(index), encoding="utf-8")
     os.replace(tmp_index, index_path)
@@ -158,22 +151,25 @@ def _pack(dataset: CUB200, size: int, workers: int, tmp_array: Path, array_path:
 
 
 class PackedDataset(torch.utils.data.Dataset):
-    """(image, label) pairs from a packed cache; images are uint8 (3, size, size) tensors before `transform`."""
+    """(image, label) pairs from a packed cache; images are uint8 (3, H, W) tensors (shorter side the cache
+    size) before `transform`."""
 
     def __init__(self, index_path: str | Path, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         index_path = Path(index_path)
         index = json.loads(index_path.read_text(encoding="utf-8"))
         self.index_path = index_path
-        self.images = np.load(index_path.with_suffix(".npy"), mmap_mode="r")
+        self.offsets: list[int] = index["offsets"]
+        self.shapes: list[list[int]] = index["shapes"]
         self.labels: list[int] = index["labels"]
         self.boxes = index["boxes"]
         self.paths = index["paths"]
         self.class_names: list[str] = index["class_names"]
         self.transform = transform
-        if len(self.images) != len(self.labels):
-            raise ValueError(
-                f"{index_path}: {len(self.labels)} labels for {len(self.images)} images; rebuild the cache"
-            )
+        pixels = index_path.with_suffix(".u8")
+        expected = sum(h * w * 3 for h, w in self.shapes)
+        if not (len(self.offsets) == len(self.shapes) == len(self.labels)) or pixels.stat().st_size != expected:
+            raise ValueError(f"{index_path}: the index does not describe {pixels.name}; rebuild the cache")
+        self.pixels = np.memmap(pixels, dtype=np.uint8, mode="r") if expected else np.zeros(0, np.uint8)
 
     @property
     def targets(self) -> list[int]:
@@ -183,7 +179,9 @@ class PackedDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1)
+        (height, width), start = self.shapes[index], self.offsets[index]
+        photo = np.array(self.pixels[start : start + height * width * 3]).reshape(height, width, 3)
+        image = torch.from_numpy(photo).permute(2, 0, 1)
         if self.transform is not None:
             image = self.transform(image)
         return image, self.labels[index]
@@ -218,7 +216,7 @@ def _open_or_build(
 ) -> PackedDataset:
     _, index_path = _cache_paths(dataset, size, Path(cache_dir))
     if index_path.exists():
-        stored = json.loads(index_path.read_text(encoding="utf-8"))["signature"]
+        stored = json.loads(index_path.read_text(encoding="utf-8")).get("signature")
         if stored == _signature(dataset, size):
             return PackedDataset(index_path, transform)
         log(f"packed cache {_shown(index_path)} is stale (its source changed): rebuilding")

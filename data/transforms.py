@@ -1,7 +1,8 @@
 """Hand-written preprocessing on uint8 (3, H, W) tensors (no torchvision).
 
-The JPEG path (decode -> tensor) and the packed cache (memory-mapped uint8 -> tensor) share these, so both
-deliver identical pipelines. Randomness draws from torch's global generator, so `torch.manual_seed` (and the
+The JPEG path (decode -> tensor) and the packed cache (memory-mapped uint8 -> tensor) share these: the eval
+view is the same pixels either way, and a training crop the same region of the photo (`RandomResizedCrop`
+draws fractions of the image). Randomness draws from torch's global generator, so `torch.manual_seed` (and the
 DataLoader's per-worker seeding) makes it reproducible.
 
 - train: random-resized crop (Szegedy et al. 2015: area fraction `scale`, aspect ratio `ratio`), horizontal
@@ -77,16 +78,19 @@ class RandomResizedCrop:
         self.size, self.scale, self.ratio = size, scale, ratio
 
     def params(self, height: int, width: int) -> tuple[int, int, int, int]:
-        area = height * width
+        """`(top, left, h, w)`. Drawn as fractions of the image's sides, so that a photo and a resized copy of
+        it (the packed cache) get the same region from the same random draws."""
         log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
         for _ in range(10):
-            target_area = area * torch.empty(1).uniform_(*self.scale).item()
+            fraction = torch.empty(1).uniform_(*self.scale).item()
             aspect = math.exp(torch.empty(1).uniform_(*log_ratio).item())
-            w = round(math.sqrt(target_area * aspect))
-            h = round(math.sqrt(target_area / aspect))
-            if 0 < w <= width and 0 < h <= height:
-                top = int(torch.randint(0, height - h + 1, (1,)).item())
-                left = int(torch.randint(0, width - w + 1, (1,)).item())
+            side_w = math.sqrt(fraction * aspect * height / width)  # the crop's width over the image's
+            side_h = math.sqrt(fraction / aspect * width / height)
+            if side_w <= 1 and side_h <= 1:
+                w, h = max(1, round(side_w * width)), max(1, round(side_h * height))
+                down, across = torch.rand(2).tolist()
+                top = min(int(down * (height - h + 1)), height - h)
+                left = min(int(across * (width - w + 1)), width - w)
                 return top, left, h, w
         # Fallback: the largest centred crop within the ratio range.
         in_ratio = width / height

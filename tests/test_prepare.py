@@ -1,4 +1,5 @@
-"""The packed cache: same pixels as the JPEG path, rebuilt when its source changes, memory-mapped."""
+"""The packed cache: the whole photo at the cache size, so the eval view is the JPEG path's pixels and a
+training crop the same region of the photo; rebuilt when its source changes; memory-mapped."""
 
 import json
 import os
@@ -9,29 +10,74 @@ import torch
 
 from data.cub import CUB200
 from data.prepare import PackedDataset, channel_stats, packed_dataset
-from data.transforms import center_crop, eval_transform, resize_shorter
+from data.transforms import RandomResizedCrop, center_crop, eval_transform, resize_shorter, train_transform
 from mobilenet.common import IMAGENET_MEAN, IMAGENET_STD
 
 
-def test_cache_holds_the_resized_centre_of_each_image(tiny_synthetic_root, tmp_path):
-    dataset = CUB200(tiny_synthetic_root, "train")
+@pytest.fixture(scope="module")
+def non_square_root(tiny_synthetic_root, tmp_path_factory):
+    """The tiny set with every photo stretched to a landscape (96 x 64) or portrait (64 x 88) shape."""
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("non-square") / "CUB_200_2011"
+    shutil.copytree(tiny_synthetic_root, root)
+    for i, path in enumerate(sorted((root / "images").rglob("*.jpg"))):
+        with Image.open(path) as image:
+            image.convert("RGB").resize((96, 64) if i % 2 else (64, 88)).save(path, quality=95)
+    return root
+
+
+def test_cache_holds_each_whole_photo_at_the_cache_size(non_square_root, tmp_path):
+    dataset = CUB200(non_square_root, "train")
     packed = packed_dataset(dataset, size=48, cache_dir=tmp_path, workers=0, log=lambda _: None)
     assert len(packed) == len(dataset) and packed.targets == dataset.targets
     assert packed.class_names == dataset.class_names
     for i in range(len(dataset)):
-        expected = center_crop(resize_shorter(dataset[i][0], 48), 48)
-        assert torch.equal(packed[i][0], expected)
-    # Boxes follow the resize (64 -> 48: a factor 0.75; square images need no crop offset).
-    x, y, w, h = dataset.samples[0].box
-    assert packed.boxes[0] == pytest.approx([x * 0.75, y * 0.75, w * 0.75, h * 0.75], abs=1e-4)
+        photo = dataset[i][0]
+        assert torch.equal(packed[i][0], resize_shorter(photo, 48))  # the whole photo, aspect kept
+        assert min(packed[i][0].shape[-2:]) == 48 and packed[i][0].shape[-2:] != (48, 48)
+        # Boxes follow the resize of each side.
+        (height, width), (h, w) = photo.shape[-2:], packed[i][0].shape[-2:]
+        x, y, bw, bh = dataset.samples[i].box
+        assert packed.boxes[i] == pytest.approx([x * w / width, y * h / height, bw * w / width, bh * h / height])
 
 
-def test_eval_pipeline_same_through_cache_and_jpeg(tiny_synthetic_root, tmp_path):
+@pytest.mark.parametrize("root", ["tiny_synthetic_root", "non_square_root"])
+def test_eval_pipeline_same_through_cache_and_jpeg(root, tmp_path, request):
+    root = request.getfixturevalue(root)
     transform = eval_transform(56, mean=IMAGENET_MEAN, std=IMAGENET_STD)  # 56 / 0.875 = 64: the cache size
-    jpeg = CUB200(tiny_synthetic_root, "test", transform=transform)
-    packed = packed_dataset(CUB200(tiny_synthetic_root, "test"), transform, size=64, cache_dir=tmp_path, workers=0)
+    jpeg = CUB200(root, "test", transform=transform)
+    packed = packed_dataset(CUB200(root, "test"), transform, size=64, cache_dir=tmp_path, workers=0)
     for i in range(len(jpeg)):
         torch.testing.assert_close(packed[i][0], jpeg[i][0])
+
+
+def test_training_crops_through_cache_and_jpeg_are_the_same_region_on_non_square_photos(non_square_root, tmp_path):
+    dataset = CUB200(non_square_root, "train")
+    packed = packed_dataset(dataset, size=48, cache_dir=tmp_path, workers=0, log=lambda _: None)
+    crop = RandomResizedCrop(40, scale=(0.35, 1.0))
+    transform = train_transform(40, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=(0.35, 1.0), hflip=0.5)
+    from_jpeg, from_cache, from_square = [], [], []
+    for i in range(len(dataset)):
+        photo, cached = dataset[i][0], packed[i][0]
+        (height, width), (h, w) = photo.shape[-2:], cached.shape[-2:]
+        for seed in range(10):
+            torch.manual_seed(seed)
+            a = crop.params(height, width)
+            torch.manual_seed(seed)
+            b = crop.params(h, w)
+            # (top, left, h, w) as fractions of the photo's sides: the same region, to a pixel of the cache
+            for value_a, value_b, side_a, side_b in zip(a, b, (height, width) * 2, (h, w) * 2):
+                assert abs(value_a / side_a - value_b / side_b) <= 1.01 / min(h, w)
+            for images, source in ((from_jpeg, photo), (from_cache, cached), (from_square, center_crop(cached, 48))):
+                torch.manual_seed(seed)
+                images.append(transform(source))
+    jpeg = torch.stack(from_jpeg)
+    cache_gap = (torch.stack(from_cache) - jpeg).abs().mean().item()
+    square_gap = (torch.stack(from_square) - jpeg).abs().mean().item()  # what the centre-square cache gave
+    assert cache_gap < square_gap / 3, (cache_gap, square_gap)
 
 
 def test_cache_reused_then_rebuilt_when_source_changes(tiny_synthetic_root, tmp_path):
@@ -78,11 +124,19 @@ def _rss_anon_kb() -> int:
 def test_cache_is_memory_mapped(tmp_path):
     # A 300 MB cache read end to end must not grow the process's own (anonymous) memory.
     n, size = 1600, 256
-    array = np.lib.format.open_memmap(tmp_path / "train-256.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-    array[:, :8] = 7
-    array.flush()
-    del array
-    index = {"signature": {}, "class_names": ["a"], "labels": [0] * n, "boxes": [None] * n, "paths": [""] * n}
+    pixels = np.memmap(tmp_path / "train-256.u8", dtype=np.uint8, mode="w+", shape=(n, size, size, 3))
+    pixels[:, :8] = 7
+    pixels.flush()
+    del pixels
+    index = {
+        "signature": {},
+        "class_names": ["a"],
+        "labels": [0] * n,
+        "offsets": [i * size * size * 3 for i in range(n)],
+        "shapes": [[size, size]] * n,
+        "boxes": [None] * n,
+        "paths": [""] * n,
+    }
     (tmp_path / "train-256.json").write_text(json.dumps(index))
     packed = PackedDataset(tmp_path / "train-256.json")
     before = _rss_anon_kb()
