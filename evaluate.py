@@ -9,8 +9,8 @@ accuracy, reliability diagram, misclassified gallery, most-confused pairs side b
 (from the run's metrics.jsonl) and Grad-CAM. Architecture, class names and normalization come from the
 checkpoint. Test-time views: `center` (resize to resolution / 0.875, centre crop; the default), `full` (the
 whole image resized), `bbox` (the bounding-box crop resized). By default the run's own test-time inference
-(`mobilenet.tta`: test resolution, flip averaging, look-twice) is applied; `--resolution`, `--[no-]hflip` and
-`--[no-]look-twice` override it for ablations.
+(`mobilenet.tta`: test resolution, flip averaging, look-twice) is applied; `--test-resolution`,
+`--[no-]test-hflip` and `--[no-]look-twice` (train.py's names) override it for ablations.
 """
 
 import argparse
@@ -23,17 +23,16 @@ import numpy as np
 import torch
 
 from data.cub import CUB200, CUBFormatError
-from data.loaders import default_data_root
-from data.transforms import Compose, Normalize, Resize, ResizeCenterCrop
+from data.transforms import Compose, Resize, ResizeCenterCrop
 from evaluation import plots
 from evaluation.gradcam import grad_cam
 from evaluation.metrics import classification_metrics
 from evaluation.timing import median_seconds
 from mobilenet.checkpoint import CheckpointError, load_checkpoint, refuse_overwrite, write_atomically
 from mobilenet.flops import count_macs
-from mobilenet.tta import Inference
 from training.config import RunConfig, UsageError
 from training.runtime import select_device, tune_malloc
+from training.view import RunView
 
 VIEWS = ("center", "full", "bbox")
 
@@ -56,7 +55,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--view", choices=VIEWS, default="center", help="test-time view of each image")
     p.add_argument(
-        "--hflip",
+        "--test-hflip",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="average the logits with the mirrored image's (default: as the run's --test-hflip)",
@@ -68,10 +67,10 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="add a pass on the object cropped from the first pass's features (default: as the run's --look-twice)",
     )
     p.add_argument(
-        "--resolution",
+        "--test-resolution",
         type=int,
         default=None,
-        help="evaluate at this size (default: the run's test resolution, resolution x --test-scale)",
+        help="evaluate at this size (default: the run's test resolution, its resolution x --test-scale)",
     )
     p.add_argument("--batch-size", type=int, default=64, help="images per batch")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
@@ -120,27 +119,19 @@ def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, out: Path | N
     model, info = load_checkpoint(checkpoint)
     device = select_device(args.device)
     model.to(device)
-    run = RunConfig.from_dict(info["config"])
-    root = args.data_root or run.data_root or str(default_data_root(log))
-    recorded = Inference.of_checkpoint(info)  # what the run evaluated with; flags override it
-    inference = Inference(
-        args.resolution or recorded.resolution,
-        recorded.hflip if args.hflip is None else args.hflip,
-        recorded.look_twice if args.look_twice is None else args.look_twice,
+    view = RunView.of_checkpoint(info).with_inference(
+        resolution=args.test_resolution, hflip=args.test_hflip, look_twice=args.look_twice
     )
+    inference = view.inference
     resolution = inference.resolution
     crop = "bbox" if args.view == "bbox" else "none"
-    if args.split == "val" and run.val_fraction == 0:
-        raise UsageError(
-            f"--split val: {checkpoint} comes from a run without a validation split (a refit trains on every "
-            "training image); evaluate --split test, or train with --val-fraction 0.1"
-        )
-    dataset = run.dataset(args.split, view_transform(args.view, resolution), data_root=root, crop=crop)
+    root = view.data_root(args.data_root)
+    dataset = view.dataset(args.split, view_transform(args.view, resolution), data_root=root, crop=crop)
     if len(dataset.class_names) != len(info["class_names"]):
         raise CheckpointError(
             f"{checkpoint}: trained on {len(info['class_names'])} classes, but {root} ({args.split}) has {len(dataset.class_names)}"
         )
-    normalize = Normalize(info["data_config"]["mean"], info["data_config"]["std"])
+    normalize = view.normalize()
     applied = inference.wrap(model)
     logits, labels = predict(applied, dataset, normalize, device, batch_size=args.batch_size, workers=args.workers)
     metrics = classification_metrics(logits, labels, info["class_names"])
@@ -150,7 +141,7 @@ def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, out: Path | N
         data_root=str(root),
         split=args.split,
         view=args.view,
-        hflip=inference.hflip,
+        test_hflip=inference.hflip,
         look_twice=inference.look_twice,
         inference=inference.describe("centre" if args.view == "center" else args.view),
         resolution=resolution,

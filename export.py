@@ -23,7 +23,8 @@ from deploy.predictor import export_metadata, inference_model, preprocessor
 from deploy.requirements import MissingDependency, require
 from mobilenet import load_checkpoint
 from mobilenet.checkpoint import CheckpointError, refuse_overwrite
-from training.config import RunConfig
+from training.config import UsageError
+from training.view import RunView
 
 SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}
 DEPENDENCIES = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "executorch": ("executorch",)}
@@ -56,11 +57,12 @@ def verification_images(args: argparse.Namespace, info: dict, metadata: dict) ->
         paths = found[::step][: args.verify_count]
         source = ", ".join(args.images)
     else:
-        run = RunConfig.from_dict(info["config"])
-        root = run.data_root
-        if not root or not (Path(root) / "images.txt").is_file():
-            raise NoImagesFound(f"the run's data root {root!r} is not here: give --images FILE_OR_DIR to verify on")
-        dataset = run.dataset("test", None)
+        view = RunView.of_checkpoint(info)
+        try:
+            root = view.data_root(flag="--images FILE_OR_DIR to verify on")
+        except UsageError as e:
+            raise NoImagesFound(str(e)) from None
+        dataset = view.dataset("test", None, data_root=root)
         step = max(1, len(dataset) // args.verify_count)
         paths = [dataset.samples[i].path for i in range(0, len(dataset), step)][: args.verify_count]
         source = f"{root} (test split)"

@@ -71,6 +71,7 @@ from training.runtime import (
     wrap_distributed,
 )
 from training.state import RunState
+from training.view import RunView
 
 __all__ = ["UsageError", "evaluate", "get_args_parser", "main", "train_one_epoch"]
 
@@ -342,15 +343,15 @@ def evaluate(
     return result
 
 
-def evaluate_run(model: nn.Module, loaders, config: RunConfig, device: torch.device, mapped: list[bool] | None) -> dict:
+def evaluate_run(model: nn.Module, loaders, view: RunView, device: torch.device, mapped: list[bool] | None) -> dict:
     """Validation (which decides best.pt) and test (curves only) with the run's test-time inference."""
-    evaluated = config.inference.wrap(model)
+    evaluated = view.inference.wrap(model)
     row = {}
     if loaders.val is not None:
         row.update(
-            evaluate(evaluated, loaders.val, device, channels_last=config.channels_last, split="val", mapped=mapped)
+            evaluate(evaluated, loaders.val, device, channels_last=view.run.channels_last, split="val", mapped=mapped)
         )
-    row.update(evaluate(evaluated, loaders.test, device, channels_last=config.channels_last, mapped=mapped))
+    row.update(evaluate(evaluated, loaders.test, device, channels_last=view.run.channels_last, mapped=mapped))
     return row
 
 
@@ -382,10 +383,8 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     config, model, class_names, mapped = build_run(flags, log)
     device, rank, world = start_process(config, log)
     teacher = Teacher(config.teacher, class_names, model.data_config, device) if config.teacher else None
-    mean, std = model.data_config["mean"], model.data_config["std"]
-    loaders = make_loaders(
-        config, mean, std, rank, world, log, train_resolution=teacher.load_resolution if teacher else None
-    )
+    view = RunView.of_run(config, model.data_config, class_names)
+    loaders = make_loaders(view, rank, world, log, train_resolution=teacher.load_resolution if teacher else None)
     if teacher is not None:
         log(f"distilling from {config.teacher} (at {teacher.resolution}px, T={config.distill_temperature:g})")
     if flags.resume is None and config.pretrained and config.pretrained.endswith(".tflite"):
@@ -407,13 +406,13 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
         log(
             f"training {config.arch} width {config.width:g} at {config.resolution}px on {len(loaders.train_set)} images "
             f"x {config.epochs} epochs, {len(class_names)} classes, {world} process(es) on {device}; "
-            f"evaluating with {config.inference.describe()}"
+            f"evaluating with {view.inference.describe()}"
         )
 
         metrics: dict = {}
         if state.start_epoch == 0 and (mapped is not None or config.epochs == 0):
             # The start's own accuracy, before any training: with a transplanted head, the zero-shot figure.
-            row = {"epoch": 0, "step": 0, **evaluate_run(model, loaders, config, device, mapped)}
+            row = {"epoch": 0, "step": 0, **evaluate_run(model, loaders, view, device, mapped)}
             log(epoch_summary(row, config.epochs))
             if config.epochs == 0:
                 state.end_epoch(0, row, model, optimizer, scheduler, ema, scaler)
@@ -448,7 +447,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
                 "lr": optimizer.param_groups[0]["lr"],
             }
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-                row.update(evaluate_run(ema.module if ema else model, loaders, config, device, mapped))
+                row.update(evaluate_run(ema.module if ema else model, loaders, view, device, mapped))
             log(epoch_summary(row, config.epochs))
             state.end_epoch(epoch + 1, row, model, optimizer, scheduler, ema, scaler)
             if on_epoch is not None and rank == 0:

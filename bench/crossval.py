@@ -30,11 +30,10 @@ import torch
 import evaluate
 from bench.finegrained import V2_FILE, train_run
 from data.shared import shared_path
-from data.transforms import Normalize
 from mobilenet import load_checkpoint
 from mobilenet.checkpoint import write_atomically
-from mobilenet.tta import Inference
 from training.config import RunConfig
+from training.view import RunView
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "studies"
@@ -62,12 +61,11 @@ def mcnemar_p(gained: int, lost: int) -> float:
 def out_of_fold_correct(checkpoint: Path, scale: float, hflip: bool, look_twice: bool) -> tuple[list[bool], float]:
     """Per validation image of the checkpoint's fold: is the variant's top-1 right; and the summed NLL."""
     model, info = load_checkpoint(checkpoint)
-    run = RunConfig.from_dict(info["config"])
-    resolution = round(info["data_config"]["resolution"] * scale)
-    dataset = run.dataset("val", evaluate.view_transform("center", resolution))
-    normalize = Normalize(info["data_config"]["mean"], info["data_config"]["std"])
-    applied = Inference(resolution, hflip, look_twice).wrap(model.eval())
-    logits, labels = evaluate.predict(applied, dataset, normalize, torch.device("cpu"), batch_size=32, workers=2)
+    view = RunView.of_checkpoint(info)
+    view = view.with_inference(resolution=round(view.train_resolution * scale), hflip=hflip, look_twice=look_twice)
+    dataset = view.dataset("val", evaluate.view_transform("center", view.inference.resolution))
+    applied = view.inference.wrap(model.eval())
+    logits, labels = evaluate.predict(applied, dataset, view.normalize(), torch.device("cpu"), batch_size=32, workers=2)
     nll = torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
     return (logits.argmax(1) == labels).tolist(), nll
 

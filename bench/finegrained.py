@@ -34,8 +34,8 @@ OUT = REPO / "bench" / "studies"
 V2_FILE = "mobilenet_v2_1.0_224_quant.tflite"
 BIRD_FILE = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"  # `--pretrained inat-birds`
 STUDENT_FILE = "mobilenet_v1_0.25_128_quant.tflite"
-PLAIN = ["--no-hflip", "--no-look-twice"]  # evaluate.py: one pass
-TWICE_FLIP = ["--hflip", "--look-twice"]
+PLAIN = ["--no-test-hflip", "--no-look-twice"]  # evaluate.py: one pass
+TWICE_FLIP = ["--test-hflip", "--look-twice"]
 PLAIN_RUN = ["--test-scale", "1", "--no-test-hflip", "--no-look-twice"]  # train.py: validate with one pass
 # run name: (Google file, train.py flags). The ablation runs take 10 epochs (as bench.study); `default` is the
 # default fine-tuning recipe as it stands, and the students follow it.
@@ -77,22 +77,26 @@ RUNS: dict[str, tuple[str, list[str]]] = {
 }
 # label, run, evaluate.py flags (the run's own inference unless they override it)
 ROWS: list[tuple[str, str, list[str]]] = [
-    ("V2 1.0/224, 10 epochs, tested at 224 (baseline)", "v2-224", ["--resolution", "224", *PLAIN]),
-    ("+ test at 256 (FixRes)", "v2-224", ["--resolution", "256", *PLAIN]),
-    ("+ test at 288 (FixRes)", "v2-224", ["--resolution", "288", *PLAIN]),
-    ("+ flip averaging (at 224)", "v2-224", ["--resolution", "224", "--hflip", "--no-look-twice"]),
-    ("+ look twice (at 224)", "v2-224", ["--resolution", "224", "--no-hflip", "--look-twice"]),
-    ("+ look twice + flip (at 224)", "v2-224", ["--resolution", "224", "--hflip", "--look-twice"]),
-    ("+ look twice + flip, test at 256", "v2-224", ["--resolution", "256", "--hflip", "--look-twice"]),
-    ("fine-tune at 320, test at 320", "v2-320", ["--resolution", "320", *PLAIN]),
-    ("fine-tune at 320, test at 384 (FixRes)", "v2-320", ["--resolution", "384", *PLAIN]),
-    ("fine-tune at 320, look twice + flip", "v2-320", ["--resolution", "320", "--hflip", "--look-twice"]),
+    ("V2 1.0/224, 10 epochs, tested at 224 (baseline)", "v2-224", ["--test-resolution", "224", *PLAIN]),
+    ("+ test at 256 (FixRes)", "v2-224", ["--test-resolution", "256", *PLAIN]),
+    ("+ test at 288 (FixRes)", "v2-224", ["--test-resolution", "288", *PLAIN]),
+    ("+ flip averaging (at 224)", "v2-224", ["--test-resolution", "224", "--test-hflip", "--no-look-twice"]),
+    ("+ look twice (at 224)", "v2-224", ["--test-resolution", "224", "--no-test-hflip", "--look-twice"]),
+    ("+ look twice + flip (at 224)", "v2-224", ["--test-resolution", "224", "--test-hflip", "--look-twice"]),
+    ("+ look twice + flip, test at 256", "v2-224", ["--test-resolution", "256", "--test-hflip", "--look-twice"]),
+    ("fine-tune at 320, test at 320", "v2-320", ["--test-resolution", "320", *PLAIN]),
+    ("fine-tune at 320, test at 384 (FixRes)", "v2-320", ["--test-resolution", "384", *PLAIN]),
+    ("fine-tune at 320, look twice + flip", "v2-320", ["--test-resolution", "320", "--test-hflip", "--look-twice"]),
     ("oracle: ground-truth boxes in training and test", "v2-224-bbox", ["--view", "bbox", *PLAIN]),
     ("held-out recipe (the default before the refit: --val-fraction 0.1, one pass)", "default", []),
     ("V1 0.25/128 student, fine-tuned alone", "student", []),
     ("V1 0.25/128 student, distilled from the held-out run", "student-distilled", []),
     ("refit: the default recipe on all training images, last epoch, one pass", "refit", PLAIN),
-    ("refit, look twice + flip (the default recipe: chosen by bench.crossval)", "refit", ["--hflip", "--look-twice"]),
+    (
+        "refit, look twice + flip (the default recipe: chosen by bench.crossval)",
+        "refit",
+        ["--test-hflip", "--look-twice"],
+    ),
     ("V1 0.25/128 student, 60 epochs, alone (refit)", "student-refit", []),
     ("V1 0.25/128 student, 60 epochs, mixup 1, alone (refit)", "student-refit-mixup", []),
     (
@@ -101,7 +105,7 @@ ROWS: list[tuple[str, str, list[str]]] = [
         [],
     ),
     ("bird start, zero-shot: the transplanted head, no training, one pass", "bird-zero-shot", PLAIN),
-    ("bird start, zero-shot, look twice + flip", "bird-zero-shot", ["--hflip", "--look-twice"]),
+    ("bird start, zero-shot, look twice + flip", "bird-zero-shot", ["--test-hflip", "--look-twice"]),
     ("bird start, refit, transplanted head, one pass", "bird-refit", PLAIN),
     ("bird start, refit, transplanted head, look twice + flip", "bird-refit", TWICE_FLIP),
     ("bird start, refit, fresh head, one pass (the bird recipe: the README's bird command)", "bird-refit-fresh", PLAIN),

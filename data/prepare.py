@@ -118,7 +118,10 @@ def _pack(dataset: CUB200, size: int, workers: int, tmp_array: Path, array_path:
     loader = torch.utils.data.DataLoader(
         _PackSource(dataset, size), batch_size=None, num_workers=workers, collate_fn=_unbatched
     )
-    kept, offsets, shapes, boxes = [], [], [], []
+    kept: list[int] = []
+    offsets: list[int] = []
+    shapes: list[list[int]] = []
+    boxes: list = []
     offset = 0
     with open(tmp_array, "wb") as out:
         for index, pixels, box in loader:  # in index order

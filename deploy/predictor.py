@@ -29,7 +29,7 @@ from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.checkpoint import CheckpointError
 from mobilenet.common import MobileNetBase
 from mobilenet.pretrained import NAMED_STARTS, load_pretrained
-from mobilenet.tta import Inference
+from training.view import RunView
 
 METADATA_KEY = "fgm.metadata"  # the key of the JSON metadata in an exported ONNX file
 
@@ -37,17 +37,16 @@ METADATA_KEY = "fgm.metadata"  # the key of the JSON metadata in an exported ONN
 def export_metadata(info: dict, model_config: dict) -> dict:
     """What a deployed model needs besides its weights: class names, input size and normalization, and the
     test-time inference built into it (`mobilenet.tta.Inference`: the one the run's figures used)."""
-    data = info["data_config"]
-    inference = Inference.of_checkpoint(info)
+    view = RunView.of_checkpoint(info)
     return {
-        "class_names": list(info["class_names"]),
-        "resolution": inference.resolution,
-        "mean": [float(v) for v in data["mean"]],
-        "std": [float(v) for v in data["std"]],
+        "class_names": list(view.class_names),
+        "resolution": view.inference.resolution,
+        "mean": [float(v) for v in view.mean],
+        "std": [float(v) for v in view.std],
         "arch": model_config["arch"],
         "width_mult": model_config["width_mult"],
-        "training_resolution": int(data["resolution"]),
-        "inference": inference.describe(),
+        "training_resolution": view.train_resolution,
+        "inference": view.inference.describe(),
         "input": "float32 NCHW, RGB scaled to [0, 1] then (x - mean) / std",
         "output": "logits, one per class name",
     }
@@ -55,7 +54,7 @@ def export_metadata(info: dict, model_config: dict) -> dict:
 
 def inference_model(model: MobileNetBase, info: dict, *, channels_last: bool) -> torch.nn.Module:
     """The BN-folded model wrapped in the run's test-time inference: what predict, serve and export run."""
-    return Inference.of_checkpoint(info).wrap(optimize_for_inference(model, channels_last=channels_last))
+    return RunView.of_checkpoint(info).inference.wrap(optimize_for_inference(model, channels_last=channels_last))
 
 
 def preprocessor(metadata: dict):

@@ -20,20 +20,19 @@ import sys
 import warnings
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from data.loaders import SizedDataset
-from data.transforms import eval_transform
 from deploy.requirements import MissingDependency, require
 from evaluation.timing import median_seconds
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.checkpoint import CheckpointError, refuse_overwrite, write_atomically
 from mobilenet.inference import bake_same_padding
 from mobilenet.tta import Inference
-from training.config import RunConfig
+from training.config import UsageError
+from training.view import RunView
 
 
 def quantize_int8(model: nn.Module, calibration: list[torch.Tensor]) -> nn.Module:
@@ -106,13 +105,11 @@ def sample_tensors(dataset: SizedDataset, limit: int | None = None) -> tuple[tor
 def report(checkpoint: str, data_root: str | None = None, *, calibration_images: int = 256, rounds: int = 10) -> dict:
     """fp32 (eager fast path, compiled) against int8 (compiled): size, latency at batch 1 and 32, test top-1."""
     model, info = load_checkpoint(checkpoint)
-    run, data = RunConfig.from_dict(info["config"]), info["data_config"]
-    root = data_root or run.data_root
-    if not root or not (Path(root) / "images.txt").is_file():
-        raise FileNotFoundError(f"data root {root!r} not found: give --data-root")
-    view = eval_transform(data["resolution"], mean=data["mean"], std=data["std"])
-    train_x, _ = sample_tensors(run.dataset("train", view, data_root=root), calibration_images)
-    test_x, test_y = sample_tensors(run.dataset("test", view, data_root=root))
+    view = RunView.of_checkpoint(info)
+    root = view.data_root(data_root)
+    one_pass = view.eval_transform(view.train_resolution)  # int8 is timed and scored on one plain pass
+    train_x, _ = sample_tensors(view.dataset("train", one_pass, data_root=root), calibration_images)
+    test_x, test_y = sample_tensors(view.dataset("test", one_pass, data_root=root))
     int8 = quantize_int8(model, list(train_x.split(32)))
     variants: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "fp32 eager (BN folded, channels_last)": optimize_for_inference(model),
@@ -135,9 +132,9 @@ def report(checkpoint: str, data_root: str | None = None, *, calibration_images:
         rows.append(row)
     return {
         "checkpoint": checkpoint,
-        "inference": Inference(int(data["resolution"])).describe(),
-        "run_inference": Inference.of_checkpoint(info).describe(),
-        "data_root": root,
+        "inference": Inference(view.train_resolution).describe(),
+        "run_inference": view.inference.describe(),
+        "data_root": str(root),
         "test_images": len(test_x),
         "calibration_images": len(train_x),
         "threads": torch.get_num_threads(),
@@ -186,5 +183,5 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, FileExistsError, CheckpointError, MissingDependency) as e:
+    except (UsageError, FileNotFoundError, FileExistsError, CheckpointError, MissingDependency) as e:
         sys.exit(f"deploy.quantize: error: {e}")

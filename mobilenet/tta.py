@@ -15,11 +15,12 @@ resizes it to the full input size, classifies the crop, and averages the two pas
 4. the answer: the mean of the two passes' logits, as WS-DAN (Hu et al. 2019, "See Better Before Looking
    Closer") averages its raw-image and attention-crop predictions; RA-CNN (Fu et al. 2017) zooms the same way.
 
-No boxes are used at test time. `--hflip` also averages each pass with its mirror image. The test resolution
+No boxes are used at test time. `--test-hflip` also averages each pass with its mirror image. The test resolution
 (FixRes, Touvron et al. 2019: objects look larger after a random-resized-crop in training than after a centre
 crop in test, so testing at a higher resolution than training helps) is a preprocessing choice and lives in
 `Inference.resolution`. A run records its choices (`RunConfig.test_scale`, `test_hflip`, `look_twice`);
-evaluate.py, predict.py, serve.py and export.py all wrap the model with `Inference.of_checkpoint(info).wrap`.
+evaluate.py, predict.py, serve.py and export.py read them through `training.view.RunView` and wrap the model
+with its `inference.wrap`.
 """
 
 from collections.abc import Mapping

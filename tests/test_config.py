@@ -11,7 +11,7 @@ import train
 from mobilenet import create_model, load_checkpoint
 from mobilenet.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
 from tests.conftest import tiny_train_args
-from training.config import OPTIONS, RECIPES, RunConfig, UsageError, check_resume, default_text, flag_of, resolve_config
+from training.config import OPTIONS, RunConfig, UsageError, check_resume, default_text, flag_of, resolve_config
 from training.progress import Progress
 
 

@@ -285,7 +285,7 @@ def test_the_run_s_test_time_inference_is_what_predict_evaluate_and_export_run(
     recorded = evaluate.main(["--checkpoint", looking, "--out", str(tmp_path / "a"), *common])
     explicit = evaluate.main(
         ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "b"), *common]
-        + ["--resolution", "80", "--hflip", "--look-twice"]
+        + ["--test-resolution", "80", "--test-hflip", "--look-twice"]
     )
     plain = evaluate.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "c"), *common])
     assert recorded["inference"] == "centre view at 80px, flip-averaged, look-twice" == explicit["inference"]

@@ -87,8 +87,10 @@ def test_views_and_flip_averaging(two_runs, tmp_path):
     base = ["--checkpoint", str(two_runs / "v2" / "best.pt"), "--workers", "0", "--no-plots", "--latency-rounds", "1"]
     center = evaluate.main([*base, "--out", str(tmp_path / "c")])
     for view in ("full", "bbox"):
-        m = evaluate.main([*base, "--out", str(tmp_path / view), "--view", view, "--hflip", "--resolution", "64"])
-        assert m["view"] == view and m["hflip"] and m["resolution"] == 64 and m["count"] == center["count"]
+        m = evaluate.main(
+            [*base, "--out", str(tmp_path / view), "--view", view, "--test-hflip", "--test-resolution", "64"]
+        )
+        assert m["view"] == view and m["test_hflip"] and m["resolution"] == 64 and m["count"] == center["count"]
 
 
 def test_compare_v1_and_v2(two_runs, tmp_path):

@@ -539,7 +539,7 @@ def test_evaluate_split_val_of_a_refit_is_one_line(tiny_synthetic_root, tmp_path
     run = tmp_path / "refit"
     train.main(tiny_train_args(tiny_synthetic_root, run, "--val-fraction", "0", "--epochs", "1"))
     result = run_cli("evaluate.py", "--checkpoint", str(run / "best.pt"), "--split", "val", "--no-plots")
-    assert result.returncode == 1 and "without a validation split" in one_line_error(result, "evaluate.py")
+    assert result.returncode == 1 and "the run has no validation split" in one_line_error(result, "evaluate.py")
 
 
 def test_a_broken_photo_in_the_data_is_one_line_and_leaves_a_restartable_folder(tiny_synthetic_root, tmp_path):

@@ -1,6 +1,6 @@
 """A run's data loaders: seeded per-sample augmentation for training, sharded evaluation, optional cache."""
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -8,8 +8,8 @@ import torch
 from data.cub import CUB200
 from data.loaders import SeededDataset, SeededSampler, build_dataset
 from data.prepare import PackedDataset
-from data.transforms import EVAL_CROP_FRACTION, eval_transform, train_transform
-from training.config import RunConfig
+from data.transforms import EVAL_CROP_FRACTION, train_transform
+from training.view import RunView
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -35,9 +35,7 @@ class Loaders:
 
 
 def make_loaders(
-    config: RunConfig,
-    mean: Sequence[float],
-    std: Sequence[float],
+    view: RunView,
     rank: int,
     world: int,
     log: Callable[[str], None] = print,
@@ -46,17 +44,18 @@ def make_loaders(
 ) -> Loaders:
     """The training loader (this rank's shuffled shard, augmented, at `train_resolution`: default the run's,
     larger for a teacher), and the validation and test loaders (this rank's shard, the run's test view)."""
+    config = view.run
     train_resolution = train_resolution or config.resolution
-    test_resolution = config.inference.resolution
+    test_resolution = view.inference.resolution
     train_tf = train_transform(
         train_resolution,
-        mean=mean,
-        std=std,
+        mean=view.mean,
+        std=view.std,
         scale=(config.scale_min, config.scale_max),
         hflip=config.hflip,
         color_jitter=config.color_jitter,
     )
-    test_tf = eval_transform(test_resolution, mean=mean, std=std)
+    test_tf = view.eval_transform()
 
     def split(name: str, transform: Callable, resolution: int) -> CUB200 | PackedDataset:
         classes = list(config.class_ids) if config.class_ids else None
