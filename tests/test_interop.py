@@ -1,9 +1,12 @@
-"""torchvision / timm layouts: state_dicts built in the test by reference models laid out like theirs."""
+"""torchvision / timm layouts: the real libraries' key/shape lists and logits (recorded in
+`references/layouts/` by `python -m references.make_layouts`), and state_dicts built in the test by reference
+models laid out like theirs."""
 
 import pytest
 import torch
 
 from mobilenet import create_model, load_timm_mobilenetv1, load_torchvision_mobilenet_v2
+from references import layouts
 from references.models import TimmStyleMobileNetV1, TorchvisionStyleMobileNetV2
 
 
@@ -15,6 +18,26 @@ def _randomise_bn(model: torch.nn.Module) -> None:
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
+
+
+@pytest.mark.parametrize("name", list(layouts.MODELS))
+def test_our_models_load_the_real_libraries_weights_and_give_their_logits(name):
+    recorded = layouts.read(name)
+    state = layouts.seeded_state(recorded["layout"])
+    if name.startswith("torchvision"):
+        width = float(name.rsplit("_", 1)[1])
+        ours = load_torchvision_mobilenet_v2(create_model("v2", width_mult=width, num_classes=1000), state)
+        reference = TorchvisionStyleMobileNetV2(num_classes=1000, width_mult=width)
+    else:
+        ours = load_timm_mobilenetv1(create_model("v1", num_classes=1000), state)
+        reference = TimmStyleMobileNetV1(num_classes=1000)
+    # The reference models of references/models.py have the real layout, key for key and shape for shape.
+    assert [[k, list(v.shape)] for k, v in reference.state_dict().items()] == [row[:2] for row in recorded["layout"]]
+    with torch.no_grad():
+        logits = ours.eval()(layouts.seeded_input(recorded["resolution"]))
+    expected = torch.tensor(recorded["logits"])
+    assert logits.argmax(1).tolist() == expected.argmax(1).tolist()
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
 @pytest.mark.parametrize("width", [1.0, 0.5])

@@ -173,3 +173,23 @@ def test_agreement_with_interpreter_on_real_cub_photos():
     rate = agree / len(dataset)
     print(f"CUB test images: top-1 agreement {rate:.4f}, median probability correlation {np.median(correlations):.5f}")
     assert len(dataset) == 515 and rate >= 0.93
+
+
+@pytest.mark.parametrize("arch, width", [("v1", 0.25), ("v2", 0.35)])
+def test_a_file_built_here_imports_to_what_litert_computes(tmp_path, arch, width):
+    # Needs no ../shared: a fresh clone tests the importer on a small Google-layout file it writes itself.
+    from references.tiny_tflite import write_mobilenet_tflite
+
+    path = write_mobilenet_tflite(tmp_path / f"tiny_{arch}.tflite", arch, width, 64, classes=5, seed=3)
+    model = load_tflite(path)
+    assert (model.config["arch"], model.config["width_mult"], model.data_config["resolution"]) == (arch, width, 64)
+    assert model.classifier.out_features == 5
+    it = interpreter(path)
+    for seed in range(3):
+        x = np.random.default_rng(seed).uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32)
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        litert = it.get_tensor(it.get_output_details()[0]["index"])
+        with torch.no_grad():
+            ours = model(torch.from_numpy(x).permute(0, 3, 1, 2)).log_softmax(1).numpy()
+        np.testing.assert_allclose(ours, np.log(litert), atol=1e-4)
