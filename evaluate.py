@@ -155,7 +155,7 @@ def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, out: Path | N
     if out is None:
         return metrics
     out.mkdir(parents=True, exist_ok=True)
-    write_atomically(out / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2).encode()))
+    write_atomically(out / "metrics.json", json.dumps(metrics, indent=2))
     if not args.no_plots:
         write_pictures(
             model, dataset, logits, labels, metrics, info, normalize, device, Path(checkpoint).parent, out, args

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not (run / "timing.json").is_file():
             flags = ["--val-fraction", f"{1 / args.folds:.10g}", "--val-fold", str(k), *plain, *args.train_flags]
             timing = train_run(run, pretrained, data_root, flags)
-            write_atomically(run / "timing.json", lambda f, t=timing: f.write(json.dumps(t, indent=2).encode()))
+            write_atomically(run / "timing.json", json.dumps(timing, indent=2))
     curve = epoch_curve(runs)
     per_variant = variants_correct(runs)
     baseline, _ = per_variant[VARIANTS[0][0]]
@@ -252,8 +252,8 @@ def main(argv: list[str] | None = None) -> dict:
     text = report(curve, variants, args.folds, command, folds)
     if other_name:
         text += report_against(against, other_name)
-    write_atomically(out / f"{args.name}.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
-    write_atomically(out / f"{args.name}.md", lambda f: f.write(text.encode()))
+    write_atomically(out / f"{args.name}.json", json.dumps(result, indent=2))
+    write_atomically(out / f"{args.name}.md", text)
     print(text)
     return result
 

@@ -221,20 +221,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if not timing_path.is_file():
             file, train_flags = RUNS[name]  # not `flags`: those are the row's evaluate.py flags
             timing = train_run(runs / name, weights / file, data_root, [f.format(runs=runs) for f in train_flags])
-            write_atomically(timing_path, lambda f, t=timing: f.write(json.dumps(t, indent=2).encode()))
+            write_atomically(timing_path, json.dumps(timing, indent=2))
         done[label] = measure(label, number, runs / name, flags) | json.loads(timing_path.read_text())
         print(f"{label}: test {done[label]['test_top1']:.2%}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         kept = [done[label] for label, _, _ in ROWS if label in done]
-        write_atomically(results_path, lambda f, kept=kept: f.write(json.dumps(kept, indent=2).encode()))
+        write_atomically(results_path, json.dumps(kept, indent=2))
     rows = [done[label] for label, _, _ in ROWS if label in done]
     for row in rows:  # no machine paths in committed results
         for folder, name in ((runs, "RUNS"), (weights, "WEIGHTS"), (data_root, "CUB20")):
             row["command"] = row["command"].replace(str(folder.resolve()), name).replace(str(folder), name)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomically(results_path, lambda f: f.write(json.dumps(rows, indent=2).encode()))
+    write_atomically(results_path, json.dumps(rows, indent=2))
     text = "# Fine-grained techniques on cub20 (`python -m bench.finegrained`)\n\n" + table(rows)
-    write_atomically(out / "finegrained_cub20.md", lambda f: f.write(text.encode()))
+    write_atomically(out / "finegrained_cub20.md", text)
     print(table(rows))
     return rows
 

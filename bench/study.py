@@ -138,10 +138,10 @@ def table(rows: list[dict]) -> str:
 
 def write_results(rows: list[dict], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    write_atomically(out / "v1_vs_v2_cub20.json", lambda f: f.write(json.dumps(rows, indent=2).encode()))
+    write_atomically(out / "v1_vs_v2_cub20.json", json.dumps(rows, indent=2))
     command = "python -m bench.study"
     text = f"# MobileNet V1 versus V2 on cub20 (`{command}`)\n\n" + table(rows)
-    write_atomically(out / "v1_vs_v2_cub20.md", lambda f: f.write(text.encode()))
+    write_atomically(out / "v1_vs_v2_cub20.md", text)
     for key, label, name in (
         ("macs_m", "multiply-adds (millions)", "accuracy_vs_macs.png"),
         ("latency_ms", "CPU latency, fp32 fast path, batch 1 (ms)", "accuracy_vs_latency.png"),
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 label=f"{arch.upper()} {width:g}/{resolution}" + ("" if file else " scratch"),
             )
             row.update(macs_m=row["macs"] / 1e6, params_m=row["params"] / 1e6, source=file or "scratch")
-            write_atomically(done, lambda f, row=row: f.write(json.dumps(row, indent=2).encode()))
+            write_atomically(done, json.dumps(row, indent=2))
         rows.append(json.loads(done.read_text()))
         print(f"{name}: top-1 {rows[-1]['top1']:.2%}", flush=True)
     write_results(rows, Path(args.out))

@@ -17,7 +17,6 @@ import argparse
 import copy
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 
 from data.cub import CUB200, ImageDecodeError, pil_to_tensor
 from data.transforms import resize_shorter
+from mobilenet.checkpoint import atomic_path, write_atomically
 
 CACHE_VERSION = 2  # 1: the centre square of each photo; 2: the whole photo
 DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "packed"
@@ -101,20 +101,19 @@ def build_cache(dataset: CUB200, size: int = 256, cache_dir: str | Path = DEFAUL
     if dataset.transform is not None:
         raise ValueError("build_cache needs a dataset without transform")
     array_path, index_path = _cache_paths(dataset, size, Path(cache_dir))
-    array_path.parent.mkdir(parents=True, exist_ok=True)
-    # Temporary names of this process only (two builders never share one), removed if the build fails.
-    tmp_array = array_path.with_name(f".{array_path.name}.{os.getpid()}.tmp")
-    try:
-        return _pack(dataset, size, workers, tmp_array, array_path, index_path)
-    finally:
-        tmp_array.unlink(missing_ok=True)
+    with atomic_path(array_path) as tmp_array:  # removed if the build fails
+        index = _pack(dataset, size, workers, tmp_array)
+    array_path.with_suffix(".npy").unlink(missing_ok=True)  # the square cache of format 1, if there was one
+    write_atomically(index_path, json.dumps(index))
+    return index_path
 
 
 def _unbatched(item: Any) -> Any:
     return item  # a module-level function, not a lambda: DataLoader workers started with spawn pickle it
 
 
-def _pack(dataset: CUB200, size: int, workers: int, tmp_array: Path, array_path: Path, index_path: Path) -> Path:
+def _pack(dataset: CUB200, size: int, workers: int, tmp_array: Path) -> dict:
+    """Decode, resize and append each photo to `tmp_array`; the index that describes them."""
     loader = torch.utils.data.DataLoader(
         _PackSource(dataset, size), batch_size=None, num_workers=workers, collate_fn=_unbatched
     )
@@ -136,7 +135,7 @@ def _pack(dataset: CUB200, size: int, workers: int, tmp_array: Path, array_path:
             shapes.append(list(pixels.shape[:2]))
             boxes.append(box)
             offset += pixels.size
-    index = {
+    return {
         "signature": _signature(dataset, size),
         "class_names": dataset.class_names,
         "labels": [dataset.samples[i].label for i in kept],
@@ -145,12 +144,6 @@ def _pack(dataset: CUB200, size: int, workers: int, tmp_array: Path, array_path:
         "boxes": boxes,
         "paths": [str(dataset.samples[i].path) for i in kept],
     }
-    os.replace(tmp_array, array_path)
-    array_path.with_suffix(".npy").unlink(missing_ok=True)  # the square cache of version 1, if there was one
-    tmp_index = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
-    tmp_index.write_text(json.dumps(index), encoding="utf-8")
-    os.replace(tmp_index, index_path)
-    return index_path
 
 
 class PackedDataset(torch.utils.data.Dataset):

@@ -17,8 +17,6 @@ only then moved into place.
 import contextlib
 import json
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import torch
 from torch import nn
 
 from deploy.predictor import METADATA_KEY
+from mobilenet.checkpoint import atomic_path, write_atomically
 
 ONNX_OPSET = 20
 
@@ -52,18 +51,9 @@ def _quiet_exporters():
             lg.setLevel(level)
 
 
-def _temporary_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
 def _write_sidecar(path: Path, metadata: dict) -> Path:
     sidecar = path.with_name(path.name + ".json")
-    tmp = _temporary_beside(sidecar)
-    tmp.write_text(json.dumps(metadata, indent=2), encoding="utf-8")
-    os.replace(tmp, sidecar)
+    write_atomically(sidecar, json.dumps(metadata, indent=2))
     return sidecar
 
 
@@ -125,13 +115,9 @@ def export_executorch(
 
 def _export_verified(model, metadata, path: Path, images, tolerance: float, runtime: str, write_and_run) -> dict:
     """Write to a temporary file beside `path`, compare its logits with PyTorch's, and only then move it in."""
-    tmp = _temporary_beside(path)
-    try:
+    with atomic_path(path, suffix=path.suffix) as tmp:  # the suffix tells the exporter the format
         logits = write_and_run(tmp)
         report = _check(logits, _reference_logits(model, images), tolerance, path, runtime)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dict(report, path=str(path), sidecar=str(_write_sidecar(path, metadata)))
 
 

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = report(args.checkpoint, args.data_root, calibration_images=args.calibration_images, rounds=args.rounds)
     print(format_report(result))
     if args.json:
-        write_atomically(args.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
+        write_atomically(args.json, json.dumps(result, indent=2))
     return result
 
 

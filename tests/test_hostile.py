@@ -344,11 +344,11 @@ def test_metrics_survive_a_full_disk_and_a_torn_file(tiny_synthetic_root, tmp_pa
     def full_disk(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    from training.state import write_atomic
+    from mobilenet.checkpoint import write_atomically
 
     monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        write_atomic(out / "metrics.jsonl", "half a row")
+        write_atomically(out / "metrics.jsonl", "half a row")
     monkeypatch.undo()
     assert (out / "metrics.jsonl").read_bytes() == saved  # the old file is intact
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

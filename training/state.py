@@ -46,11 +46,6 @@ METRIC_FIELDS = [
 ]
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """`text` (UTF-8) to `path` through a temporary file and `os.replace`."""
-    write_atomically(path, lambda f: f.write(text.encode("utf-8")))
-
-
 def check_resumable(state: dict, epochs: int, path: Path) -> None:
     """UsageError unless `state` holds what a resume needs, at an epoch within the run's `epochs`."""
     epoch = state.get("epoch")
@@ -118,7 +113,7 @@ class RunState:
         barrier()  # every rank has checked the folder before rank 0 writes into it
         if self.rank == 0:
             record = dict(self.config.to_dict(), class_names=self.class_names, **extra)
-            write_atomic(self.out / "config.json", json.dumps(record, indent=2) + "\n")
+            write_atomically(self.out / "config.json", json.dumps(record, indent=2) + "\n")
         return message
 
     def _lock(self) -> None:
@@ -222,5 +217,5 @@ class RunState:
         writer = csv.DictWriter(table, fieldnames=METRIC_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.rows)
-        write_atomic(self.out / "metrics.jsonl", jsonl)
-        write_atomic(self.out / "metrics.csv", table.getvalue())
+        write_atomically(self.out / "metrics.jsonl", jsonl)
+        write_atomically(self.out / "metrics.csv", table.getvalue())
