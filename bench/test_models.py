@@ -43,6 +43,10 @@ def test_inference_across_widths(benchmark, record, arch, resolution, batch):
     )
     with torch.no_grad():
         benchmark.pedantic(models[max(models)], args=(x,), rounds=3, iterations=1, warmup_rounds=1)
+    # The widest model does 6-14x the narrowest's multiply-adds (the papers' tables): timed in the same
+    # interleaved rounds, it cannot be faster.
+    narrow, wide = min(models), max(models)
+    assert t[wide].median > t[narrow].median, (t[wide], t[narrow])
 
 
 TRAIN_GRID = [(a, w, 224) for a, w, _ in GRID if _ == 224 and (FULL or w == 1.0)]
@@ -55,10 +59,14 @@ def test_training_step(benchmark, record, arch, width, resolution):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(32, 3, resolution, resolution), torch.randint(0, 200, (32,))
 
+    losses = []
+
     def step():
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
         optimizer.step()
+        losses.append(loss.item())
 
     macs, _ = count_macs(model, resolution)
     record(
@@ -73,3 +81,5 @@ def test_training_step(benchmark, record, arch, width, resolution):
         params=sum(p.numel() for p in model.parameters()),
     )
     benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)
+    # What was timed is a training step: four of them on one batch fit it (the loss falls every step).
+    assert len(losses) == 4 and all(b < a for a, b in zip(losses, losses[1:])), losses

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import train
+from data.cub import CUB200
 from mobilenet import create_model
 from mobilenet.checkpoint import CheckpointError, load_checkpoint
 from tests.conftest import REPO, tiny_train_args
@@ -288,9 +289,16 @@ def test_options_have_their_observable_effect(tiny_synthetic_root, tmp_path):
     # --ema 0.9: the evaluated (EMA) weights are not the live ones.
     floats = [k for k, v in raw["model"].items() if v.is_floating_point()]
     assert any(not torch.equal(raw["ema"]["module"][k], raw["model"][k]) for k in floats)
-    # --cache reads the same images as JPEG decoding: tests/test_prepare.py.
-    info = load_checkpoint(tmp_path / "r" / "last.pt")[1]
-    assert info["config"]["amp"] == "bf16" and info["config"]["crop"] == "bbox"
+    # --crop bbox: the run's images, as every later command rebuilds them from the record, are the birds' boxes.
+    # (--cache: the same crops as from the JPEGs, tests/test_prepare.py; --amp bf16 and --channels-last: below.)
+    from training.config import RunConfig
+
+    run = RunConfig.from_dict(load_checkpoint(tmp_path / "r" / "last.pt")[1]["config"])
+    cropped, whole = run.dataset("train", None), CUB200(tiny_synthetic_root, "train", classes=[1, 2, 3])
+    for i in range(3):
+        x, y, w, h = whole.samples[i].box
+        assert cropped[i][0].shape[-2:].numel() < whole[i][0].shape[-2:].numel()
+        assert abs(cropped[i][0].shape[-1] - w) <= 2 * cropped.bbox_margin * w + 2
     with pytest.raises(train.UsageError, match="--amp fp16 needs CUDA"):
         train.main([*_without(args, "--amp"), "--amp", "fp16"])
 
