@@ -19,7 +19,6 @@ rule: this recipe is better only if it gains significantly more images than it l
 The test split is never read. Writes `bench/studies/NAME.{json,md}` (`--name`, default crossval_cub20).
 """
 
-import argparse
 import json
 import math
 import sys
@@ -28,15 +27,13 @@ from pathlib import Path
 import torch
 
 import evaluate
-from bench.finegrained import V2_FILE, train_run
-from data.shared import shared_path
+from bench.finegrained import V2_FILE
+from bench.harness import markdown_table, study_inputs, study_parser, train_run, without_paths, write_study
 from mobilenet import load_checkpoint
 from mobilenet.checkpoint import write_atomically
 from training.config import RunConfig
 from training.view import RunView
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "bench" / "studies"
 # name, test resolution as a multiple of the training resolution R, flip averaging, look twice
 VARIANTS = [
     ("one pass at R", 1.0, False, False),
@@ -141,26 +138,24 @@ def report(curve: list[dict], variants: list[dict], folds: int, command: str, po
         "",
         "## Out-of-fold validation by epoch (one plain pass)",
         "",
-        "| epoch | correct / images | val top-1 | val NLL |",
-        "|---:|---:|---:|---:|",
-    ]
-    lines += [f"| {p['epoch']} | {p['correct']} / {p['images']} | {p['top1']:.2%} | {p['nll']:.4f} |" for p in curve]
-    lines += [
+        markdown_table(
+            ["epoch", "correct / images", "val top-1", "val NLL"],
+            "rrrr",
+            [[p["epoch"], f"{p['correct']} / {p['images']}", f"{p['top1']:.2%}", f"{p['nll']:.4f}"] for p in curve],
+        ).rstrip("\n"),
         "",
         f"Best epoch {best['epoch']} ({best['correct']} correct), last epoch {last['epoch']} ({last['correct']}).",
         "",
         "## Test-time inference on each fold's last checkpoint, paired with one plain pass",
         "",
-        "| variant | correct / images | val top-1 | val NLL | gained | lost | McNemar p | adopted |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for v in variants:
-        adopted = "yes" if v["adopted"] else "no"
-        lines.append(
-            f"| {v['variant']} | {v['correct']} / {v['images']} | {v['top1']:.2%} | {v['nll']:.4f} | {v['gained']} | "
-            f"{v['lost']} | {v['p']:.3f} | {adopted} |"
-        )
-    return "\n".join(lines) + "\n"
+    header = ["variant", "correct / images", "val top-1", "val NLL", "gained", "lost", "McNemar p", "adopted"]
+    cells = [
+        [v["variant"], f"{v['correct']} / {v['images']}", f"{v['top1']:.2%}", f"{v['nll']:.4f}", v["gained"]]
+        + [v["lost"], f"{v['p']:.3f}", "yes" if v["adopted"] else "no"]
+        for v in variants
+    ]
+    return "\n".join(lines) + "\n" + markdown_table(header, "lrrrrrrl", cells)
 
 
 def report_against(against: list[dict], other: str) -> str:
@@ -168,25 +163,19 @@ def report_against(against: list[dict], other: str) -> str:
         "",
         f"## Against `{other}`: each variant paired with the same variant there, on the same images",
         "",
-        "| variant | correct here / images | there | gained | lost | McNemar p | better here |",
-        "|---|---:|---:|---:|---:|---:|---|",
     ]
-    for v in against:
-        there = v["correct"] - v["gained"] + v["lost"]
-        better = "yes" if v["adopted"] else "no"
-        lines.append(
-            f"| {v['variant']} | {v['correct']} / {v['images']} | {there} | {v['gained']} | {v['lost']} | "
-            f"{v['p']:.3f} | {better} |"
-        )
-    return "\n".join(lines) + "\n"
+    header = ["variant", "correct here / images", "there", "gained", "lost", "McNemar p", "better here"]
+    cells = [
+        [v["variant"], f"{v['correct']} / {v['images']}", v["correct"] - v["gained"] + v["lost"], v["gained"]]
+        + [v["lost"], f"{v['p']:.3f}", "yes" if v["adopted"] else "no"]
+        for v in against
+    ]
+    return "\n".join(lines) + "\n" + markdown_table(header, "lrrrrrl", cells)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description="Cross-validate the default fine-tuning recipe on cub20 (resumable).")
-    p.add_argument("--data-root", default=None, help="cub20 root (default: ../shared/data/cub20/CUB_200_2011)")
-    p.add_argument(
-        "--pretrained", default=None, help=f"Google file to fine-tune (default: ../shared/weights/{V2_FILE})"
-    )
+    p = study_parser("Cross-validate a fine-tuning recipe on cub20 (resumable).", "crossval")
+    p.add_argument("--pretrained", default=None, help=f"Google file to fine-tune (default: WEIGHTS/{V2_FILE})")
     p.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")
     p.add_argument(
         "--only-folds",
@@ -195,16 +184,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="train and pool only these folds (default: all): a cheaper, weaker comparison on fewer images",
     )
-    p.add_argument("--runs", default=str(REPO / "runs" / "crossval"), help="run folders (default: runs/crossval)")
-    p.add_argument("--out", default=str(OUT), help=f"result folder (default: {OUT.relative_to(REPO)})")
     p.add_argument("--against", default=None, help="another recipe's fold folders to pair with (default: none)")
     p.add_argument("--name", default="crossval_cub20", help="result file name (default: crossval_cub20)")
     p.add_argument("train_flags", nargs="*", help="extra train.py flags after --, e.g. -- --mixup 0.2")
     args = p.parse_args(argv)
-    data_root = Path(args.data_root) if args.data_root else shared_path("data", "cub20", "CUB_200_2011")
-    pretrained = Path(args.pretrained) if args.pretrained else shared_path("weights", V2_FILE)
-    if data_root is None or pretrained is None:
-        sys.exit("bench.crossval: error: cub20 or Google's weights not found: give --data-root and --pretrained")
+    data_root, weights = study_inputs(args, "bench.crossval")
+    pretrained = Path(args.pretrained) if args.pretrained else weights / V2_FILE
     plain = ["--test-scale", "1", "--no-test-hflip", "--no-look-twice"]  # validate each epoch with one pass
     folds = args.only_folds if args.only_folds is not None else list(range(args.folds))
     if not folds or any(not 0 <= k < args.folds for k in folds):
@@ -213,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     for k, run in zip(folds, runs):
         if not (run / "timing.json").is_file():
             flags = ["--val-fraction", f"{1 / args.folds:.10g}", "--val-fold", str(k), *plain, *args.train_flags]
-            timing = train_run(run, pretrained, data_root, flags)
+            timing = train_run(run, data_root, ["--pretrained", str(pretrained), *flags])
             write_atomically(run / "timing.json", json.dumps(timing, indent=2))
     curve = epoch_curve(runs)
     per_variant = variants_correct(runs)
@@ -236,10 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
         " ".join(["python", "train.py", *timings[0]["command"].split()[2:]])
         .replace(f"--val-fold {folds[0]}", "--val-fold K")
         .replace(f"/fold{folds[0]} ", "/foldK ")
-        .replace(" --resume", "")  # a fold resumed after an interruption trained as the others did
     )
-    for folder, label in ((Path(args.runs), "RUNS"), (pretrained.parent, "WEIGHTS"), (data_root, "CUB20")):
-        command = command.replace(str(folder.resolve()), label).replace(str(folder), label)
+    command = without_paths(command, {"RUNS": Path(args.runs), "WEIGHTS": pretrained.parent, "CUB20": data_root})
     result = dict(
         folds=args.folds, pooled_folds=folds, command=command, curve=curve, variants=variants, timings=timings
     )
@@ -247,13 +230,10 @@ def main(argv: list[str] | None = None) -> dict:
         result.update(against=other_name, against_variants=against)
     for timing in timings:
         timing.pop("command")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     text = report(curve, variants, args.folds, command, folds)
     if other_name:
         text += report_against(against, other_name)
-    write_atomically(out / f"{args.name}.json", json.dumps(result, indent=2))
-    write_atomically(out / f"{args.name}.md", text)
+    write_study(Path(args.out), args.name, result, text)
     print(text)
     return result
 

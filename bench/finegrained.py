@@ -17,20 +17,14 @@ The students are V1 0.25/128 from Google's file, alone and with `--teacher` the 
 Writes `bench/studies/finegrained_cub20.{json,md}`.
 """
 
-import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import evaluate
-from data.shared import shared_path
+from bench.harness import markdown_table, study_inputs, study_parser, train_run, without_paths, write_study
 from data.species_map import read_map
 from mobilenet.checkpoint import write_atomically
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "bench" / "studies"
 V2_FILE = "mobilenet_v2_1.0_224_quant.tflite"
 BIRD_FILE = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"  # `--pretrained inat-birds`
 STUDENT_FILE = "mobilenet_v1_0.25_128_quant.tflite"
@@ -118,24 +112,6 @@ ROWS: list[tuple[str, str, list[str]]] = [
 ]
 
 
-def train_run(run: Path, pretrained: Path, data_root: Path, flags: list[str]) -> dict:
-    """`python train.py ...` for one run (resumed if an earlier attempt left a `last.pt`); returns its timing."""
-    args = [sys.executable, str(REPO / "train.py"), "--pretrained", str(pretrained), "--data-root", str(data_root)]
-    args += ["--cache", "--out", str(run), "--no-progress", "--force", *flags]
-    resumed = (run / "last.pt").is_file()
-    if resumed:
-        args.append("--resume")
-    start = time.perf_counter()
-    subprocess.run(args, check=True, cwd=REPO)
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {
-        "command": " ".join(["python", "train.py", *args[2:]]),
-        "wall_seconds": None if resumed else time.perf_counter() - start,
-        "train_seconds": sum(r.get("seconds", 0) for r in rows),  # the start's row (epoch 0) trains nothing
-        "epochs": max(r["epoch"] for r in rows),
-    }
-
-
 def measure(label: str, number: int, run: Path, flags: list[str]) -> dict:
     """evaluate.py with the row's inference on the validation split (`best.pt`, `last.pt`) and the test split
     (`best.pt`)."""
@@ -179,11 +155,9 @@ def group_top1(per_class: list[dict], members: list[bool]) -> float | None:
 
 
 def table(rows: list[dict]) -> str:
-    lines = [
-        "| row | test-time inference | val top-1 (last.pt) | val top-1 (best.pt) | test top-1 (best.pt) | MACs | "
-        "mapped / unmapped classes (test) | CPU ms (batch 1) | training |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    header = ["row", "test-time inference", "val top-1 (last.pt)", "val top-1 (best.pt)", "test top-1 (best.pt)"]
+    header += ["MACs", "mapped / unmapped classes (test)", "CPU ms (batch 1)", "training"]
+    cells = []
     for r in rows:
         wall = f", {r['wall_seconds'] / 60:.1f} min wall" if r.get("wall_seconds") else ""
         val_last = "-" if r["val_top1"] is None else f"{r['val_last_top1']:.2%}"
@@ -191,26 +165,19 @@ def table(rows: list[dict]) -> str:
         groups = " / ".join(
             "-" if r.get(k) is None else f"{r[k]:.2%}" for k in ("test_top1_mapped", "test_top1_unmapped")
         )
-        lines.append(
-            f"| {r['label']} | {r['inference']} | {val_last} | {val_best} | "
-            f"{r['test_top1']:.2%} ({r['test_images']}) | {r['macs'] / 1e6:.0f}M | {groups} | {r['latency_ms']:.1f} | "
-            f"{r['epochs']} ep, {r['train_seconds'] / 60:.1f} min{wall} |"
+        cells.append(
+            [r["label"], r["inference"], val_last, val_best, f"{r['test_top1']:.2%} ({r['test_images']})"]
+            + [f"{r['macs'] / 1e6:.0f}M", groups, f"{r['latency_ms']:.1f}"]
+            + [f"{r['epochs']} ep, {r['train_seconds'] / 60:.1f} min{wall}"]
         )
-    return "\n".join(lines) + "\n"
+    return markdown_table(header, "llrrrrrrr", cells)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description="The fine-grained ablation on cub20 (resumable).")
-    p.add_argument("--data-root", default=None, help="cub20 root (default: ../shared/data/cub20/CUB_200_2011)")
-    p.add_argument("--weights", default=None, help="folder of Google's .tflite files (default: ../shared/weights)")
-    p.add_argument("--runs", default=str(REPO / "runs" / "finegrained"), help="run folders (default: runs/finegrained)")
-    p.add_argument("--out", default=str(OUT), help=f"result folder (default: {OUT.relative_to(REPO)})")
+    p = study_parser("The fine-grained ablation on cub20 (resumable).", "finegrained")
     p.add_argument("--only", nargs="*", default=None, help="measure only these runs (default: all)")
     args = p.parse_args(argv)
-    data_root = Path(args.data_root) if args.data_root else shared_path("data", "cub20", "CUB_200_2011")
-    weights = Path(args.weights) if args.weights else shared_path("weights")
-    if data_root is None or weights is None:
-        sys.exit("bench.finegrained: error: cub20 or Google's weights not found: give --data-root and --weights")
+    data_root, weights = study_inputs(args, "bench.finegrained")
     runs, out = Path(args.runs), Path(args.out)
     results_path = out / "finegrained_cub20.json"
     done = {r["label"]: r for r in json.loads(results_path.read_text())} if results_path.is_file() else {}
@@ -220,7 +187,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         timing_path = runs / name / "timing.json"
         if not timing_path.is_file():
             file, train_flags = RUNS[name]  # not `flags`: those are the row's evaluate.py flags
-            timing = train_run(runs / name, weights / file, data_root, [f.format(runs=runs) for f in train_flags])
+            flags_here = ["--pretrained", str(weights / file), *(f.format(runs=runs) for f in train_flags)]
+            timing = train_run(runs / name, data_root, flags_here)
             write_atomically(timing_path, json.dumps(timing, indent=2))
         done[label] = measure(label, number, runs / name, flags) | json.loads(timing_path.read_text())
         print(f"{label}: test {done[label]['test_top1']:.2%}", flush=True)
@@ -229,12 +197,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         write_atomically(results_path, json.dumps(kept, indent=2))
     rows = [done[label] for label, _, _ in ROWS if label in done]
     for row in rows:  # no machine paths in committed results
-        for folder, name in ((runs, "RUNS"), (weights, "WEIGHTS"), (data_root, "CUB20")):
-            row["command"] = row["command"].replace(str(folder.resolve()), name).replace(str(folder), name)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomically(results_path, json.dumps(rows, indent=2))
+        row["command"] = without_paths(row["command"], {"RUNS": runs, "WEIGHTS": weights, "CUB20": data_root})
     text = "# Fine-grained techniques on cub20 (`python -m bench.finegrained`)\n\n" + table(rows)
-    write_atomically(out / "finegrained_cub20.md", text)
+    write_study(out, "finegrained_cub20", rows, text)
     print(table(rows))
     return rows
 

@@ -16,15 +16,12 @@ Writes `bench/studies/v1_vs_v2_cub20.{json,md}` and three plots (top-1 against M
 parameters, with each architecture's Pareto front).
 """
 
-import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-from data.shared import shared_path
+from bench.harness import markdown_table, study_inputs, study_parser, train_run, write_study
 from data.transforms import eval_transform
 from evaluation.plots import plot_pareto
 from evaluation.timing import interleaved
@@ -33,8 +30,6 @@ from mobilenet.checkpoint import write_atomically
 from mobilenet.flops import count_macs
 from training.config import RunConfig
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "bench" / "studies"
 # arch, width, resolution, Google file (None: from scratch)
 ROWS = [
     ("v1", 1.0, 224, "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"),
@@ -49,17 +44,13 @@ EPOCHS = 10  # every row: the recipes over 10 epochs (the study fits about an ho
 
 
 def train_row(arch: str, width: float, resolution: int, weights: Path | None, data_root: Path, run: Path) -> None:
-    """`python train.py ...` for one row, resuming when an earlier attempt left a `last.pt`."""
-    args = [sys.executable, str(REPO / "train.py"), "--data-root", str(data_root), "--cache", "--seed", "0", "--force"]
-    args += ["--epochs", str(EPOCHS), "--val-fraction", "0.1", "--out", str(run), "--no-progress"]
-    args += ["--no-test-hflip", "--no-look-twice"]  # one plain pass, as every row was measured
+    """`python train.py ...` for one row (one plain pass, as every row was measured)."""
+    flags = ["--seed", "0", "--epochs", str(EPOCHS), "--val-fraction", "0.1", "--no-test-hflip", "--no-look-twice"]
     if weights is not None:
-        args += ["--pretrained", str(weights)]
+        flags += ["--pretrained", str(weights)]
     else:
-        args += ["--arch", arch, "--width", str(width), "--resolution", str(resolution)]
-    if (run / "last.pt").is_file():
-        args.append("--resume")
-    subprocess.run(args, check=True, cwd=REPO)
+        flags += ["--arch", arch, "--width", str(width), "--resolution", str(resolution)]
+    train_run(run, data_root, flags)
 
 
 @torch.inference_mode()
@@ -121,27 +112,22 @@ def measure_row(run: Path, rounds: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = [
-        "| model | start | top-1 | top-5 | params | MACs | fp32 ms (b1 / b32) | int8 ms (b1 / b32) | "
-        "weights MB (fp32 / int8) | training |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    header = ["model", "start", "top-1", "top-5", "params", "MACs", "fp32 ms (b1 / b32)", "int8 ms (b1 / b32)"]
+    header += ["weights MB (fp32 / int8)", "training"]
+    cells = [
+        [r["label"], "ImageNet" if r["pretrained"] else "scratch", f"{r['top1']:.2%}", f"{r['top5']:.2%}"]
+        + [f"{r['params']:,}", f"{r['macs'] / 1e6:.1f}M", f"{r['latency_ms']:.1f} / {r['latency_ms_batch32']:.0f}"]
+        + [f"{r['int8_latency_ms']:.1f} / {r['int8_latency_ms_batch32']:.0f}"]
+        + [f"{r['weights_mb']:.2f} / {r['int8_weights_mb']:.2f}", f"{r['train_seconds'] / 60:.1f} min"]
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['label']} | {'ImageNet' if r['pretrained'] else 'scratch'} | {r['top1']:.2%} | {r['top5']:.2%} | "
-            f"{r['params']:,} | {r['macs'] / 1e6:.1f}M | {r['latency_ms']:.1f} / {r['latency_ms_batch32']:.0f} | "
-            f"{r['int8_latency_ms']:.1f} / {r['int8_latency_ms_batch32']:.0f} | "
-            f"{r['weights_mb']:.2f} / {r['int8_weights_mb']:.2f} | {r['train_seconds'] / 60:.1f} min |"
-        )
-    return "\n".join(lines) + "\n"
+    return markdown_table(header, "llrrrrrrrr", cells)
 
 
 def write_results(rows: list[dict], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomically(out / "v1_vs_v2_cub20.json", json.dumps(rows, indent=2))
-    command = "python -m bench.study"
-    text = f"# MobileNet V1 versus V2 on cub20 (`{command}`)\n\n" + table(rows)
-    write_atomically(out / "v1_vs_v2_cub20.md", text)
+    write_study(
+        out, "v1_vs_v2_cub20", rows, "# MobileNet V1 versus V2 on cub20 (`python -m bench.study`)\n\n" + table(rows)
+    )
     for key, label, name in (
         ("macs_m", "multiply-adds (millions)", "accuracy_vs_macs.png"),
         ("latency_ms", "CPU latency, fp32 fast path, batch 1 (ms)", "accuracy_vs_latency.png"),
@@ -151,11 +137,7 @@ def write_results(rows: list[dict], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description="The V1-versus-V2 study on cub20 (resumable).")
-    p.add_argument("--data-root", default=None, help="cub20 root (default: ../shared/data/cub20/CUB_200_2011)")
-    p.add_argument("--weights", default=None, help="folder of Google's .tflite files (default: ../shared/weights)")
-    p.add_argument("--runs", default=str(REPO / "runs" / "study"), help="run folders (default: runs/study)")
-    p.add_argument("--out", default=str(OUT), help=f"result folder (default: {OUT.relative_to(REPO)})")
+    p = study_parser("The V1-versus-V2 study on cub20 (resumable).", "study")
     p.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds (default: 20)")
     p.add_argument(
         "--remeasure",
@@ -163,10 +145,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="measure again, without training, the finished rows whose latency spread was over 25%% (a busy machine)",
     )
     args = p.parse_args(argv)
-    data_root = Path(args.data_root) if args.data_root else shared_path("data", "cub20", "CUB_200_2011")
-    weights = Path(args.weights) if args.weights else shared_path("weights")
-    if data_root is None or weights is None:
-        sys.exit("bench.study: error: cub20 or Google's weights not found: give --data-root and --weights")
+    data_root, weights = study_inputs(args, "bench.study")
     rows = []
     for arch, width, resolution, file in ROWS:
         name = f"{arch}-{width:g}-{resolution}-{'imagenet' if file else 'scratch'}"
