@@ -51,9 +51,11 @@ from training.config import (
     UsageError,
     add_options,
     option_names_by_key,
+    precision,
     resolve_config,
 )
 from training.data import make_loaders
+from training.device_pipeline import DeviceBatches
 from training.distill import Teacher, distillation_loss
 from training.ema import ModelEMA
 from training.mixing import mix_batch, soft_target_loss
@@ -72,6 +74,8 @@ from training.runtime import (
 )
 from training.state import RunState
 from training.view import RunView
+
+LOG_EVERY = 20  # steps between reads of the running loss and accuracy (each read waits for the device)
 
 __all__ = ["UsageError", "evaluate", "get_args_parser", "main", "train_one_epoch"]
 
@@ -196,6 +200,13 @@ def _transplant(
     return mapped
 
 
+def _precision_text(config: RunConfig, device: torch.device) -> str:
+    amp, channels_last = precision(config, device.type)
+    parts = [f"amp {amp}", "channels_last" if channels_last else "NCHW"]
+    parts += ["batches made on the device"] if config.device_pipeline else []
+    return ", ".join(parts + (["torch.compile"] if config.compile else []))
+
+
 def start_process(config: RunConfig, log: Callable[[str], None]) -> tuple[torch.device, int, int]:
     """Allocator, device and the torchrun process group: `(device, rank, world size)`."""
     if config.malloc_tuning:
@@ -222,7 +233,7 @@ def make_optimizer(
 
 def train_one_epoch(
     model: nn.Module,
-    loader: torch.utils.data.DataLoader,
+    loader: torch.utils.data.DataLoader | DeviceBatches,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     config: RunConfig,
@@ -242,10 +253,13 @@ def train_one_epoch(
     for module in frozen:  # a frozen backbone keeps its batch-norm statistics
         module.eval()
     frozen_params = [p for module in frozen for p in module.parameters()]
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
-    loss_sum, correct, seen, start = 0.0, 0.0, 0, time.perf_counter()
+    amp, channels_last = precision(config, device.type)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    # Loss and correct counts add up on the device and are read every LOG_EVERY steps: no host sync per step.
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+    seen, start = 0, time.perf_counter()
     progress = Progress(loader, total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", enabled=show)
-    for images, labels in progress:
+    for step, (images, labels) in enumerate(progress, 1):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         images, targets = mix_batch(
             images, labels, num_classes, mixup=config.mixup, cutmix=config.cutmix, smoothing=config.label_smoothing
@@ -253,7 +267,7 @@ def train_one_epoch(
         if teacher is not None:  # the teacher sees the crop at its resolution, the student the same crop at its own
             teacher_logits = teacher.logits(images)
             images = teacher.student_view(images)
-        if config.channels_last:
+        if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             logits = model(images)
@@ -282,16 +296,18 @@ def train_one_epoch(
         if ema is not None:
             ema.update(model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model)
         batch = labels.shape[0]
-        loss_sum += loss.item() * batch
-        correct += (logits.argmax(1) == labels).sum().item()
+        loss_sum += loss.detach().float() * batch
+        correct += (logits.argmax(1) == labels).sum()
         seen += batch
-        lr, ips = optimizer.param_groups[0]["lr"], seen / (time.perf_counter() - start)
-        progress.update(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.2e}", ips=f"{ips:.1f}")
+        if show and (step % LOG_EVERY == 0 or step == len(loader)):
+            lr, ips = optimizer.param_groups[0]["lr"], seen / (time.perf_counter() - start)
+            loss_now, acc_now = loss_sum.item() / seen, correct.item() / seen
+            progress.update(loss=f"{loss_now:.3f}", acc=f"{acc_now:.3f}", lr=f"{lr:.2e}", ips=f"{ips:.1f}")
     seconds = time.perf_counter() - start
-    loss_sum, correct, seen_all = all_reduce_sum([loss_sum, correct, seen], device)
+    loss_total, correct_total, seen_all = all_reduce_sum([loss_sum.item(), correct.item(), seen], device)
     return {
-        "train_loss": loss_sum / seen_all,
-        "train_acc": correct / seen_all,
+        "train_loss": loss_total / seen_all,
+        "train_acc": correct_total / seen_all,
         "seconds": seconds,
         "images_per_s": seen_all / seconds,
     }
@@ -346,12 +362,11 @@ def evaluate(
 def evaluate_run(model: nn.Module, loaders, view: RunView, device: torch.device, mapped: list[bool] | None) -> dict:
     """Validation (which decides best.pt) and test (curves only) with the run's test-time inference."""
     evaluated = view.inference.wrap(model)
+    channels_last = precision(view.run, device.type)[1]
     row = {}
     if loaders.val is not None:
-        row.update(
-            evaluate(evaluated, loaders.val, device, channels_last=view.run.channels_last, split="val", mapped=mapped)
-        )
-    row.update(evaluate(evaluated, loaders.test, device, channels_last=view.run.channels_last, mapped=mapped))
+        row.update(evaluate(evaluated, loaders.val, device, channels_last=channels_last, split="val", mapped=mapped))
+    row.update(evaluate(evaluated, loaders.test, device, channels_last=channels_last, mapped=mapped))
     return row
 
 
@@ -384,29 +399,34 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     device, rank, world = start_process(config, log)
     teacher = Teacher(config.teacher, class_names, model.data_config, device) if config.teacher else None
     view = RunView.of_run(config, model.data_config, class_names)
-    loaders = make_loaders(view, rank, world, log, train_resolution=teacher.load_resolution if teacher else None)
+    loaders = make_loaders(
+        view, rank, world, log, device=device, train_resolution=teacher.load_resolution if teacher else None
+    )
     if teacher is not None:
         log(f"distilling from {config.teacher} (at {teacher.resolution}px, T={config.distill_temperature:g})")
     if flags.resume is None and config.pretrained and config.pretrained.endswith(".tflite"):
         # Folded batch norm: re-estimate statistics on training images so that fine-tuning starts sane.
-        batches = (teacher.student_view(x) if teacher else x for x, _ in loaders.train)
+        batches = ((teacher.student_view(x) if teacher else x).cpu() for x, _ in loaders.train)
         n = calibrate_batchnorm(model, batches, num_batches=CALIBRATION_BATCHES)
         log(f"re-estimated batch norm of the imported weights on {n} training images")
     model.to(device)
-    if config.channels_last:
+    if precision(config, device.type)[1]:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
     ema = ModelEMA(model, config.ema) if config.ema > 0 else None
     net = wrap_distributed(model, device, world)
     optimizer, scheduler = make_optimizer(config, model, steps_per_epoch=len(loaders.train))
-    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+    scaler = torch.amp.GradScaler("cuda") if precision(config, device.type)[0] == "fp16" else None
+    trained = (
+        cast(nn.Module, torch.compile(net)) if config.compile else net
+    )  # the checkpoints hold `model`'s own weights
     state = RunState(config, class_names, rank)
     try:
         extra = dict(model_config=model.config, data_config=model.data_config, world_size=world)
         log(state.start(flags.resume, model, optimizer, scheduler, ema, scaler, extra, force=flags.force))
         log(
             f"training {config.arch} width {config.width:g} at {config.resolution}px on {len(loaders.train_set)} images "
-            f"x {config.epochs} epochs, {len(class_names)} classes, {world} process(es) on {device}; "
-            f"evaluating with {view.inference.describe()}"
+            f"x {config.epochs} epochs, {len(class_names)} classes, {world} process(es) on {device} "
+            f"({_precision_text(config, device)}); evaluating with {view.inference.describe()}"
         )
 
         metrics: dict = {}
@@ -425,7 +445,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
             loaders.train_sampler.set_epoch(epoch)
             frozen = [model.features] if epoch < config.freeze_epochs else []
             row = train_one_epoch(
-                net,
+                trained,
                 loaders.train,
                 optimizer,
                 scheduler,

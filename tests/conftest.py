@@ -167,3 +167,18 @@ def server(tiny_checkpoint):
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+@pytest.fixture(scope="session")
+def non_square_root(tiny_synthetic_root, tmp_path_factory):
+    """The tiny set with every photo stretched to a landscape (96 x 64) or portrait (64 x 88) shape."""
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("non-square") / "CUB_200_2011"
+    shutil.copytree(tiny_synthetic_root, root)
+    for i, path in enumerate(sorted((root / "images").rglob("*.jpg"))):
+        with Image.open(path) as image:
+            image.convert("RGB").resize((96, 64) if i % 2 else (64, 88)).save(path, quality=95)
+    return root

@@ -14,21 +14,6 @@ from data.transforms import RandomResizedCrop, center_crop, eval_transform, resi
 from mobilenet.common import IMAGENET_MEAN, IMAGENET_STD
 
 
-@pytest.fixture(scope="module")
-def non_square_root(tiny_synthetic_root, tmp_path_factory):
-    """The tiny set with every photo stretched to a landscape (96 x 64) or portrait (64 x 88) shape."""
-    import shutil
-
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("non-square") / "CUB_200_2011"
-    shutil.copytree(tiny_synthetic_root, root)
-    for i, path in enumerate(sorted((root / "images").rglob("*.jpg"))):
-        with Image.open(path) as image:
-            image.convert("RGB").resize((96, 64) if i % 2 else (64, 88)).save(path, quality=95)
-    return root
-
-
 def test_cache_holds_each_whole_photo_at_the_cache_size(non_square_root, tmp_path):
     dataset = CUB200(non_square_root, "train")
     packed = packed_dataset(dataset, size=48, cache_dir=tmp_path, workers=0, log=lambda _: None)

@@ -117,6 +117,12 @@ class RunConfig:
     )
     workers: int = option(2, "data-loading processes", "data", resumable=True, check=lambda v: v >= 0, rule=">= 0")
     cache: bool = option(False, "use (and build if needed) the packed uint8 cache", "data", resumable=True)
+    device_pipeline: bool = option(
+        False,
+        "with --cache: crop, flip and normalise training batches on the training device (training/device_pipeline.py)",
+        "data",
+        resumable=True,
+    )
     scale_min: float = option(0.35, "smallest random-crop area fraction", "data")
     scale_max: float = option(1.0, "largest random-crop area fraction", "data")
     hflip: float = option(
@@ -153,8 +159,15 @@ class RunConfig:
     grad_clip: float = option(
         0.0, "clip the gradient norm (0: off)", "optimisation", check=lambda v: v >= 0, rule=">= 0"
     )
-    amp: str = option("none", "mixed precision (fp16 on CUDA only)", "optimisation", choices=("none", "bf16", "fp16"))
-    channels_last: bool = option(False, "NHWC memory format", "optimisation")
+    amp: str = option(
+        "auto",
+        "mixed precision (fp16 on CUDA only)",
+        "optimisation",
+        choices=("auto", "none", "bf16", "fp16"),
+        default_text="auto: bf16 on CUDA, none elsewhere",
+    )
+    channels_last: bool | None = option(None, "NHWC memory format", "optimisation", default_text="on CUDA only")
+    compile: bool = option(False, "torch.compile the model for training (the first steps compile it)", "optimisation")
     # distillation (training/distill.py)
     teacher: str | None = option(None, "a train.py checkpoint to distil from", "distillation", default_text="none")
     distill_temperature: float = option(
@@ -379,6 +392,13 @@ def resolve_config(
     return config
 
 
+def precision(config: RunConfig, device_type: str) -> tuple[str, bool]:
+    """`(amp, channels_last)` this run trains with on a `device_type` device ("auto": bf16 and NHWC on CUDA)."""
+    amp = config.amp if config.amp != "auto" else ("bf16" if device_type == "cuda" else "none")
+    channels_last = config.channels_last if config.channels_last is not None else device_type == "cuda"
+    return amp, channels_last
+
+
 def check_types(values: Mapping[str, Any]) -> None:
     """UsageError naming the flag of a value of the wrong type (a `--config` file is not type-checked by argparse)."""
     for name, value in values.items():
@@ -400,6 +420,10 @@ def check(c: RunConfig) -> None:
             raise UsageError(f"{flag_of(name)} must be one of {', '.join(meta['choices'])}, got {value}")
         if "check" in meta and value is not None and not meta["check"](value):
             raise UsageError(f"{flag_of(name)} must be {meta['rule']}, got {value}")
+    if c.device_pipeline and not c.cache:
+        raise UsageError("--device-pipeline needs --cache (it crops from the packed photos)")
+    if c.device_pipeline and c.color_jitter > 0:
+        raise UsageError("--device-pipeline does not do --color-jitter; leave one of them out")
     if not 0 < c.scale_min <= c.scale_max <= 1:
         raise UsageError(f"--scale-min/--scale-max must satisfy 0 < min <= max <= 1, got {(c.scale_min, c.scale_max)}")
     if c.val_fold is not None:

@@ -9,6 +9,7 @@ from data.cub import CUB200
 from data.loaders import SeededDataset, SeededSampler, build_dataset
 from data.prepare import PackedDataset
 from data.transforms import EVAL_CROP_FRACTION, train_transform
+from training.device_pipeline import DeviceBatches
 from training.view import RunView
 
 
@@ -27,7 +28,7 @@ class ShardSampler(torch.utils.data.Sampler):
 
 @dataclass
 class Loaders:
-    train: torch.utils.data.DataLoader
+    train: torch.utils.data.DataLoader | DeviceBatches
     val: torch.utils.data.DataLoader | None  # None with --val-fraction 0
     test: torch.utils.data.DataLoader
     train_set: CUB200 | PackedDataset
@@ -40,6 +41,7 @@ def make_loaders(
     world: int,
     log: Callable[[str], None] = print,
     *,
+    device: torch.device | None = None,
     train_resolution: int | None = None,
 ) -> Loaders:
     """The training loader (this rank's shuffled shard, augmented, at `train_resolution`: default the run's,
@@ -82,15 +84,30 @@ def make_loaders(
         else None
     )
     train_sampler = SeededSampler(len(train_set), config.seed, distributed)
+    drop_last = len(train_set) // world >= 2 * config.batch_size
+    if config.device_pipeline:  # batches made on the device from the packed photos (training/device_pipeline.py)
+        assert isinstance(train_set, PackedDataset)  # config.check: --device-pipeline needs --cache
+        batches = DeviceBatches(
+            train_set,
+            train_tf,
+            train_sampler,
+            batch_size=config.batch_size,
+            drop_last=drop_last,
+            device=device or torch.device("cpu"),
+        )
     # Persistent workers: forking a process with a large heap and then writing to it costs a copy of every
     # touched page, so workers are forked once, not every epoch.
-    train = torch.utils.data.DataLoader(
-        SeededDataset(train_set),
-        batch_size=config.batch_size,
-        sampler=train_sampler,
-        num_workers=config.workers,
-        drop_last=len(train_set) // world >= 2 * config.batch_size,
-        persistent_workers=config.workers > 0,
+    train = (
+        batches
+        if config.device_pipeline
+        else torch.utils.data.DataLoader(
+            SeededDataset(train_set),
+            batch_size=config.batch_size,
+            sampler=train_sampler,
+            num_workers=config.workers,
+            drop_last=drop_last,
+            persistent_workers=config.workers > 0,
+        )
     )
 
     def evaluation(dataset: CUB200 | PackedDataset) -> torch.utils.data.DataLoader:

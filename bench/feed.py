@@ -1,0 +1,117 @@
+"""How busy `train.py` keeps the device: `python -m bench.feed` (CPU or GPU; minutes on 2 CPU cores).
+
+For each resolution, in one run: model-only training images/s (V2 1.0, 200-way head, random batches already on
+the device, the precision `train.py` picks there: bf16 and channels_last on CUDA) and `train.py`'s own training
+images/s for one epoch at the same batch, precision and resolution, through the DataLoader and through
+`--device-pipeline`, each repeated `--repeats` times in alternation (loader, device, loader, device, ...); it
+prints and writes the ratios to model-only, and device pipeline to loader. `train.py`'s figure is its epoch
+row's `images_per_s`: training steps only, the cache build and evaluation excluded.
+"""
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import train
+from bench.harness import study_inputs, study_parser
+from mobilenet import create_model
+from mobilenet.checkpoint import write_atomically
+from training.config import RunConfig, precision
+from training.runtime import select_device
+
+
+def model_only(device: torch.device, resolution: int, batch: int, steps: int) -> float:
+    """Training images/s of the model alone on random batches already on `device`."""
+    amp, channels_last = precision(RunConfig(), device.type)
+    model = create_model("v2", num_classes=200).to(device).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)  # type: ignore[call-overload]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 3, resolution, resolution, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 200, (batch,), device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp, torch.float32)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=amp != "none"):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - start)
+
+
+def train_py(data_root: Path, resolution: int, batch: int, flags: list[str]) -> float:
+    """`train.py`'s training images/s over one epoch (V2 1.0 from scratch, the given flags)."""
+    with tempfile.TemporaryDirectory() as out:
+        args = ["--data-root", str(data_root), "--out", out, "--force", "--epochs", "1", "--no-progress"]
+        args += ["--resolution", str(resolution), "--batch-size", str(batch), "--cache", "--val-fraction", "0"]
+        return train.main([*args, *flags])["images_per_s"]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = study_parser("How busy train.py keeps the device: model-only against train.py images/s.", "feed")
+    p.add_argument("--resolutions", type=int, nargs="+", default=[224], help="input sizes (default: 224)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32; 256 on a GPU)")
+    p.add_argument("--classes", default="1-20", help="classes of cub20 to train on (default: 1-20)")
+    p.add_argument("--workers", type=int, default=2, help="loader processes for the loader path (default: 2)")
+    p.add_argument("--repeats", type=int, default=2, help="alternating train.py runs per path (default: 2)")
+    p.add_argument("--steps", type=int, default=10, help="model-only timed steps (default: 10)")
+    args = p.parse_args(argv)
+    data_root, _ = study_inputs(args, "bench.feed")
+    device = select_device("auto")
+    common = ["--classes", args.classes, "--workers", str(args.workers)]
+    rows = []
+    for resolution in args.resolutions:
+        runs: dict[str, list[float]] = {"loader": [], "device pipeline": []}
+        for _ in range(args.repeats):
+            runs["loader"].append(train_py(data_root, resolution, args.batch_size, common))
+            runs["device pipeline"].append(
+                train_py(data_root, resolution, args.batch_size, [*common, "--device-pipeline"])
+            )
+        alone = model_only(device, resolution, args.batch_size, args.steps)
+        loader, on_device = (statistics.median(runs[k]) for k in ("loader", "device pipeline"))
+        rows.append(
+            dict(
+                resolution=resolution,
+                batch=args.batch_size,
+                model_only=alone,
+                loader=loader,
+                device_pipeline=on_device,
+                runs=runs,
+                loader_share=loader / alone,
+                device_pipeline_share=on_device / alone,
+                device_over_loader=on_device / loader,
+            )
+        )
+    amp, channels_last = precision(RunConfig(), device.type)
+    result = dict(device=str(device), amp=amp, channels_last=channels_last, threads=torch.get_num_threads(), rows=rows)
+    lines = [f"device {device}, amp {amp}, channels_last {channels_last}, {torch.get_num_threads()} threads"]
+    for r in rows:
+        lines.append(
+            f"{r['resolution']} px, batch {r['batch']}: model only {r['model_only']:.1f} img/s; train.py loader "
+            f"{r['loader']:.1f} ({r['loader_share']:.0%}), device pipeline {r['device_pipeline']:.1f} "
+            f"({r['device_pipeline_share']:.0%}); device pipeline / loader {r['device_over_loader']:.2f}x"
+        )
+    print("\n".join(lines))
+    out = Path(args.out) / f"feed_{device.type}.json"
+    write_atomically(out, json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
