@@ -11,7 +11,16 @@ import train
 from mobilenet import create_model, load_checkpoint
 from mobilenet.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
 from tests.conftest import tiny_train_args
-from training.config import OPTIONS, RunConfig, UsageError, check_resume, default_text, flag_of, resolve_config
+from training.config import (
+    OPTIONS,
+    RunConfig,
+    UsageError,
+    _value_type,
+    check_resume,
+    default_text,
+    flag_of,
+    resolve_config,
+)
 from training.progress import Progress
 
 
@@ -69,7 +78,7 @@ def test_help_shows_every_default():
 # A value other than the default for each option, and the record value it must give.
 def _sample(name: str) -> tuple[list[str], object]:
     f, default = OPTIONS[name], OPTIONS[name].default
-    kind = type(default) if default is not None else None
+    kind = _value_type(name)
     if name == "class_ids":
         return ["--classes", "3-4"], (3, 4)
     if name == "val_fold":
@@ -93,7 +102,8 @@ def test_every_option_is_declared_once_and_reaches_the_record_the_help_and_the_r
     for name in OPTIONS:
         action = next(a for a in parser._actions if a.dest == name)
         assert flag_of(name) in action.option_strings and f"(default: {default_text(name)})" in str(action.help)
-        if name not in ("data_root", "val_fraction"):  # the data root is resolved by train.py (find_data_root)
+        # The data root is resolved by train.py (find_data_root); --device-pipeline excludes --color-jitter.
+        if name not in ("data_root", "val_fraction", "device_pipeline"):
             flag, expected[name] = _sample(name)
             argv += flag
     config = resolve_config(vars(parser.parse_args(argv)), data_root="/d", builtin_data=False)
