@@ -253,3 +253,17 @@ def plot_pareto(rows: list[dict], x_key: str, x_label: str, path, *, chance: flo
     ax.set_title(f"accuracy versus {x_label}")
     fig.subplots_adjust(left=0.1, right=0.97, top=0.93, bottom=0.1)
     return _save(fig, path)
+
+
+def jpeg_bytes(fig: Figure, *, dpi: int = 72, quality: int = 85) -> bytes:
+    """A figure of photographs as JPEG: as PNG, photographs make a notebook megabytes."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    buffer.seek(0)
+    out = io.BytesIO()
+    Image.open(buffer).convert("RGB").save(out, "JPEG", quality=quality)
+    return out.getvalue()

@@ -44,6 +44,27 @@ def notebook_paths(names: list[str] | None = None) -> list[Path]:
     return chosen
 
 
+# Log lines that say something about this session, not about the lesson: left out of saved outputs.
+SESSION_NOISE = ("allocator: glibc malloc", "is stale (its source changed): rebuilding")
+
+
+def without_session_noise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """`nb` without execution timestamps and without the stream lines of `SESSION_NOISE`."""
+    for cell in nb.cells:
+        cell.get("metadata", {}).pop("execution", None)
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                lines = output["text"].splitlines(keepends=True)
+                output["text"] = "".join(line for line in lines if not any(noise in line for noise in SESSION_NOISE))
+                if not output["text"]:
+                    continue
+            kept.append(output)
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = kept
+    return nb
+
+
 def execute(path: Path, *, out: Path | None = None, timeout: int = CELL_TIMEOUT_S) -> float:
     """Run every cell of `path` in a fresh python3 kernel; write the executed notebook to `out` (default: in place)."""
     nb = nbformat.read(path, as_version=4)
@@ -58,7 +79,7 @@ def execute(path: Path, *, out: Path | None = None, timeout: int = CELL_TIMEOUT_
         finally:
             if kernel.has_kernel:
                 kernel.shutdown_kernel(now=True)
-    nbformat.write(nb, out or path)
+    nbformat.write(without_session_noise(nb), out or path)
     return time.perf_counter() - start
 
 
