@@ -651,3 +651,23 @@ def test_service_under_hostile_load_stays_bounded_and_keeps_answering(tiny_check
         process.wait(timeout=30)
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.mark.skipif(not hasattr(__import__("resource"), "RLIMIT_FSIZE"), reason="needs RLIMIT_FSIZE (ulimit -f)")
+def test_a_file_size_limit_is_one_line_and_leaves_a_folder_that_starts_again(tiny_synthetic_root, tmp_path):
+    import resource
+
+    out = tmp_path / "r"
+    limit = 100_000  # `ulimit -f`: config.json and the metric files fit, the first checkpoint (about 1 MB) does not
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    args = [sys.executable, "train.py", *tiny_train_args(tiny_synthetic_root, out, "--epochs", "1")]
+    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300, preexec_fn=limited)
+    assert result.returncode == 1
+    line = one_line_error(result, "train.py")
+    assert "File too large" in line and "intact" in line
+    assert not (out / "last.pt").exists() and not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    train.main(tiny_train_args(tiny_synthetic_root, out, "--epochs", "1"))  # the same command again: no --force
+    assert (out / "last.pt").is_file()
