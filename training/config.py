@@ -275,7 +275,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "builtin": dict(resolution=80, epochs=14, scale_min=0.8),
     "finetune": FINETUNE,
     # The bird expert (`--pretrained inat-birds` or its file, known by its SHA-256): a fresh head and one plain
-    # pass, chosen on validation folds of cub20's training images (docs/bird-expert.md).
+    # pass, chosen by 3-fold cross-validation on cub20's training images (docs/bird-expert.md).
     "finetune-birds": {**FINETUNE, "transplant_head": False, "test_hflip": False, "look_twice": False},
 }
 
