@@ -22,13 +22,12 @@ from pathlib import Path
 import torch
 
 from bench.harness import markdown_table, study_inputs, study_parser, train_run, write_study
-from data.transforms import eval_transform
 from evaluation.plots import plot_pareto
 from evaluation.timing import interleaved
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.checkpoint import write_atomically
 from mobilenet.flops import count_macs
-from training.config import RunConfig
+from training.view import RunView
 
 # arch, width, resolution, Google file (None: from scratch)
 ROWS = [
@@ -54,9 +53,8 @@ def train_row(arch: str, width: float, resolution: int, weights: Path | None, da
 
 
 @torch.inference_mode()
-def test_accuracy(model: torch.nn.Module, config: RunConfig, data: dict) -> tuple[float, float, int]:
-    view = eval_transform(data["resolution"], mean=data["mean"], std=data["std"])
-    loader = torch.utils.data.DataLoader(config.dataset("test", view), batch_size=64, num_workers=2)
+def test_accuracy(model: torch.nn.Module, dataset) -> tuple[float, float, int]:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=2)
     top1 = top5 = count = 0
     for images, labels in loader:
         logits = model(images)
@@ -84,13 +82,14 @@ def measure_row(run: Path, rounds: int) -> dict:
     from deploy.quantize import compile_for_cpu, quantize_int8, sample_tensors, weight_bytes
 
     model, info = load_checkpoint(run / "best.pt")
-    config, data = RunConfig.from_dict(info["config"]), info["data_config"]
-    top1, top5, count = test_accuracy(model, config, data)
-    view = eval_transform(data["resolution"], mean=data["mean"], std=data["std"])
-    calibration, _ = sample_tensors(config.dataset("train", view), 64)
+    view = RunView.of_checkpoint(info)
+    resolution = view.train_resolution
+    one_pass = view.eval_transform(resolution)  # every row was measured with one plain pass
+    top1, top5, count = test_accuracy(model, view.dataset("test", one_pass))
+    calibration, _ = sample_tensors(view.dataset("train", one_pass), 64)
     fast = optimize_for_inference(model, channels_last=True)
     int8 = quantize_int8(model, list(calibration.split(32)))
-    timed = latencies({"fp32": fast, "int8": compile_for_cpu(int8)}, data["resolution"], rounds)
+    timed = latencies({"fp32": fast, "int8": compile_for_cpu(int8)}, resolution, rounds)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return {
         "test_images": count,
@@ -98,7 +97,7 @@ def measure_row(run: Path, rounds: int) -> dict:
         "top5": top5,
         "best_epoch": torch.load(run / "best.pt", weights_only=True)["epoch"],
         "params": sum(p.numel() for p in model.parameters()),
-        "macs": count_macs(model, data["resolution"])[0],
+        "macs": count_macs(model, resolution)[0],
         "latency_ms": timed["fp32_batch1"],
         "latency_ms_batch32": timed["fp32_batch32"],
         "int8_latency_ms": timed["int8_batch1"],
