@@ -410,12 +410,13 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
         n = calibrate_batchnorm(model, batches, num_batches=CALIBRATION_BATCHES)
         log(f"re-estimated batch norm of the imported weights on {n} training images")
     model.to(device)
-    if precision(config, device.type)[1]:
+    amp, channels_last = precision(config, device.type)
+    if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
     ema = ModelEMA(model, config.ema) if config.ema > 0 else None
     net = wrap_distributed(model, device, world)
     optimizer, scheduler = make_optimizer(config, model, steps_per_epoch=len(loaders.train))
-    scaler = torch.amp.GradScaler("cuda") if precision(config, device.type)[0] == "fp16" else None
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
     trained = (
         cast(nn.Module, torch.compile(net)) if config.compile else net
     )  # the checkpoints hold `model`'s own weights
