@@ -138,18 +138,3 @@ def test_errors_are_one_line(two_runs, tmp_path, tiny_synthetic_root):
         assert result.returncode != 0
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], result.stderr
-
-
-def test_the_reliability_diagram_says_which_way_the_model_is_off():
-    from evaluation.plots import calibration_verdict
-
-    nan = float("nan")
-    bins = [  # 20 images at confidence 0.9 with 60% right, 30 at 0.5 with 60% right, an empty bin
-        {"low": 0.8, "high": 1.0, "count": 20, "confidence": 0.9, "accuracy": 0.6},
-        {"low": 0.4, "high": 0.6, "count": 30, "confidence": 0.5, "accuracy": 0.6},
-        {"low": 0.0, "high": 0.2, "count": 0, "confidence": nan, "accuracy": nan},
-    ]
-    verdict, gap = calibration_verdict(bins)
-    assert verdict == "over-confident" and gap == pytest.approx((20 * 0.3 + 30 * -0.1) / 50)
-    bins[0]["count"] = 5  # now the under-confident bin weighs more
-    assert calibration_verdict(bins) == ("under-confident", pytest.approx((5 * 0.3 + 30 * -0.1) / 35))
