@@ -671,3 +671,49 @@ def test_a_file_size_limit_is_one_line_and_leaves_a_folder_that_starts_again(tin
     assert not (out / "last.pt").exists() and not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     train.main(tiny_train_args(tiny_synthetic_root, out, "--epochs", "1"))  # the same command again: no --force
     assert (out / "last.pt").is_file()
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_old_checkpoint_stays_whole(
+    tiny_synthetic_root, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "r"
+    real_save = torch.save
+
+    def disk_full_at_epoch_2(state, f, *args, **kwargs):  # the disk fills half-way through epoch 2's checkpoint
+        if state.get("epoch") != 2:
+            return real_save(state, f, *args, **kwargs)
+        f.write(b"\0" * 4096)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_full_at_epoch_2)
+    monkeypatch.setattr(sys, "argv", ["train.py", *tiny_train_args(tiny_synthetic_root, out)])
+    with pytest.raises(SystemExit) as exit_:
+        train.cli()
+    message = str(exit_.value.code)
+    assert message.startswith("train.py: error: No space left on device") and "intact" in message, message
+    assert "\n" not in message and "Traceback" not in capsys.readouterr().err
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    assert load_checkpoint(out / "last.pt")[1]["epoch"] == 1  # epoch 1's file, whole: it loads, its checksum holds
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A real 8x8 JPEG whose frame header (SOF0) claims `width` x `height`: a bomb of 100 bytes."""
+    data = bytearray(jpeg_bytes((8, 8)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_a_photo_claiming_65500_by_65500_in_the_data_is_one_line_naming_it(tiny_synthetic_root, tmp_path):
+    import shutil
+
+    with pytest.raises(Image.DecompressionBombError, match="4290250000 pixels"):  # what the header claims
+        Image.open(io.BytesIO(jpeg_claiming(65500, 65500)))
+    root = shutil.copytree(tiny_synthetic_root, tmp_path / "cub")
+    first = (root / "images.txt").read_text().splitlines()[0].split()[1]
+    photo = root / "images" / first
+    photo.write_bytes(jpeg_claiming(65500, 65500))
+    result = run_cli("train.py", *tiny_train_args(root, tmp_path / "run", "--val-fraction", "0"))
+    assert result.returncode == 1 and photo.name in one_line_error(result, "train.py"), result.stderr[-1500:]
+    assert not (tmp_path / "run" / "last.pt").exists()
