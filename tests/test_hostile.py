@@ -717,3 +717,23 @@ def test_a_photo_claiming_65500_by_65500_in_the_data_is_one_line_naming_it(tiny_
     result = run_cli("train.py", *tiny_train_args(root, tmp_path / "run", "--val-fraction", "0"))
     assert result.returncode == 1 and photo.name in one_line_error(result, "train.py"), result.stderr[-1500:]
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_predict_holds_one_batch_of_decoded_photos_not_the_folder(tiny_checkpoint, tmp_path):
+    """The audit's case: 20 copies of a 40-megapixel PNG (a hundred KB each, over 100 MB each decoded) with
+    `--batch-size 1` peaked at 4.2 GB when predict.py kept every decoded image. Measured here with 12 copies of
+    a 38.5-megapixel PNG: 543 MB with `--batch-size 1`, 2,016 MB with all 12 in one batch."""
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "0.png").write_bytes(png(7000, 5500, value=(90, 120, 60)))  # under the 40-megapixel limit
+    for i in range(1, 12):
+        os.link(folder / "0.png", folder / f"{i}.png")
+    peak_of = "import resource, sys, predict; predict.main(sys.argv[1:]); print(resource.getrusage(0).ru_maxrss)"
+    args = ["--checkpoint", str(tiny_checkpoint), str(folder), "--batch-size", "1"]
+    result = subprocess.run(
+        [sys.executable, "-c", peak_of, *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and "error" not in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    *answers, peak_kb = result.stdout.strip().splitlines()
+    assert sum(line.endswith(".png") for line in answers) == 12  # every photo predicted
+    assert int(peak_kb) / 1024 < 1000, f"peak {int(peak_kb) / 1024:.0f} MB"
