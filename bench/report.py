@@ -129,6 +129,19 @@ def other_lines(benchmarks: list[dict]) -> list[str]:
                 f"**{e['fraction_of_matmul']:.0%}** of the fp32 matmul rate measured in the same run "
                 f"({e['matmul_macs_per_s'] / 1e9:.1f} GMAC/s)."
             )
+        elif mode == "fast path against onnxruntime":
+            kinds = sorted(set(e["ours_ms_by_kind"]) | set(e["onnxruntime_ms_by_kind"]))
+            by_kind = "; ".join(
+                f"{k} {e['ours_ms_by_kind'].get(k, 0):.1f} against {e['onnxruntime_ms_by_kind'].get(k, 0):.1f} ms"
+                for k in kinds
+            )
+            lines.append(
+                f"- Against onnxruntime (V2 1.0 with Google's padding, 224, batch {e['batch']}, same threads, "
+                f"interleaved): ours {e['ours_s'] * 1000:.1f} ms, onnxruntime {e['onnxruntime_s'] * 1000:.1f} ms = "
+                f"**{e['ours_over_onnxruntime']:.2f}x** its images/s; of the fp32 matmul rate: ours "
+                f"{e['ours_fraction_of_matmul']:.0%}, onnxruntime {e['onnxruntime_fraction_of_matmul']:.0%}. "
+                f"By layer kind (each runtime's profiler, ReLU6 counted with its convolution; ours, onnxruntime): {by_kind}."
+            )
         elif mode == "data loading":
             lines.append(
                 f"- Data loading (normalized 224 training tensors, one process): JPEG {e['jpeg_images_per_s']:.0f} images/s, "
