@@ -568,7 +568,7 @@ def test_a_class_count_mismatch_is_caught_before_building(tmp_path):
 
 def test_service_under_hostile_load_stays_bounded_and_keeps_answering(tiny_checkpoint, tmp_path):
     """16 clients at once, mixing normal photos with the audit's hostile uploads (16-bit and RLE bombs, 10 MB of
-    noise, a 40-megapixel photo, clients that vanish mid-upload): every normal request is answered, memory stays
+    noise, a 36-megapixel photo, clients that vanish mid-upload): every normal request is answered, memory stays
     under 600 MB at its peak and returns within 100 MB of where it started, and the log holds no traceback."""
     import socket
     import threading
