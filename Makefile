@@ -30,5 +30,5 @@ bench: setup
 notebooks: setup  # small runs into runs/notebooks/: the committed notebooks are not touched
 	$(PY) -m notebooks.run
 
-notebooks-full: setup  # re-execute full size and replace the committed outputs (about 45 min on 2 cores)
+notebooks-full: setup  # re-execute full size and replace the committed outputs (about 30 min on 2 cores)
 	NOTEBOOKS_FULL=1 $(PY) -m notebooks.run --in-place
