@@ -211,7 +211,7 @@ def start_process(config: RunConfig, log: Callable[[str], None]) -> tuple[torch.
     """Allocator, device and the torchrun process group: `(device, rank, world size)`."""
     if config.malloc_tuning:
         applied = "applied" if tune_malloc() else "not available here"
-        log(f"allocator: glibc malloc keeps freed memory (M_MMAP_MAX=0, M_TRIM_THRESHOLD=64G): {applied}")
+        log(f"allocator: glibc malloc keeps freed memory (M_MMAP_MAX=0, no trimming): {applied}")
     try:
         device = select_device(config.device)
     except ValueError as e:  # e.g. --device cuda on a machine without CUDA
