@@ -164,9 +164,10 @@ def server(tiny_checkpoint):
         process.stderr.close()
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of process `pid` from /proc: `VmRSS` now, or `VmHWM`, its peak (reset by exec)."""
     with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
 @pytest.fixture(scope="session")

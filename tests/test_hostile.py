@@ -731,14 +731,14 @@ def test_predict_holds_one_batch_of_decoded_photos_not_the_folder(tiny_checkpoin
     # The process's own high-water mark (VmHWM: reset by exec), not ru_maxrss, which a child inherits from the
     # parent it was forked from (here the test process, gigabytes by this point of the suite)
     peak_of = (
-        "import re, sys, predict; predict.main(sys.argv[1:]); "
-        "print(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())[1])"
+        "import os, sys, predict; from tests.conftest import rss_mb; "
+        "predict.main(sys.argv[1:]); print(rss_mb(os.getpid(), 'VmHWM'))"
     )
     args = ["--checkpoint", str(tiny_checkpoint), str(folder), "--batch-size", "1"]
     result = subprocess.run(
         [sys.executable, "-c", peak_of, *args], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0 and "error" not in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
-    *answers, peak_kb = result.stdout.strip().splitlines()
+    *answers, peak_mb = result.stdout.strip().splitlines()
     assert sum(line.endswith(".png") for line in answers) == 12  # every photo predicted
-    assert int(peak_kb) / 1024 < 1000, f"peak {int(peak_kb) / 1024:.0f} MB"
+    assert float(peak_mb) < 1000, f"peak {float(peak_mb):.0f} MB"
