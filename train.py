@@ -60,7 +60,8 @@ from training.distill import Teacher, distillation_loss
 from training.ema import ModelEMA
 from training.mixing import mix_batch, soft_target_loss
 from training.optim import create_optimizer, parameter_groups
-from training.progress import Progress
+from training.probe import fit_probe, pooled_features
+from training.progress import Progress, duration
 from training.runtime import (
     all_reduce_sum,
     average_buffers,
@@ -413,6 +414,13 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     amp, channels_last = precision(config, device.type)
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
+    if flags.resume is None and loaders.train_plain is not None:
+        features, labels = pooled_features(model, loaders.train_plain, device, channels_last)
+        weight, bias, _ = fit_probe(features, labels, len(class_names), seed=config.seed, log=log)
+        with torch.no_grad():
+            head = cast(nn.Linear, model.classifier)
+            head.weight.copy_(weight)
+            head.bias.copy_(bias)
     ema = ModelEMA(model, config.ema) if config.ema > 0 else None
     net = wrap_distributed(model, device, world)
     optimizer, scheduler = make_optimizer(config, model, steps_per_epoch=len(loaders.train))
@@ -431,8 +439,8 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
         )
 
         metrics: dict = {}
-        if state.start_epoch == 0 and (mapped is not None or config.epochs == 0):
-            # The start's own accuracy, before any training: with a transplanted head, the zero-shot figure.
+        if state.start_epoch == 0 and (mapped is not None or config.probe_head or config.epochs == 0):
+            # The start's own accuracy, before any training: the zero-shot figure of a transplanted head, the probe's.
             row = {"epoch": 0, "step": 0, **evaluate_run(model, loaders, view, device, mapped)}
             log(epoch_summary(row, config.epochs))
             if config.epochs == 0:
@@ -440,6 +448,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
             else:
                 state.rows.append(row)
             metrics = row
+        started = time.perf_counter()
         for epoch in range(state.start_epoch, config.epochs):
             # Every epoch draws from RNGs seeded by (seed, epoch, rank): a resumed run replays the same epochs.
             seed_everything(config.seed * 100_003 + epoch * 1009 + rank)
@@ -469,7 +478,13 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
             }
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 row.update(evaluate_run(ema.module if ema else model, loaders, view, device, mapped))
-            log(epoch_summary(row, config.epochs))
+            spent, done = time.perf_counter() - started, epoch + 1 - state.start_epoch
+            left = (
+                ""
+                if epoch + 1 == config.epochs
+                else f" | run eta {duration(spent / done * (config.epochs - epoch - 1))}"
+            )
+            log(epoch_summary(row, config.epochs) + left)
             state.end_epoch(epoch + 1, row, model, optimizer, scheduler, ema, scaler)
             if on_epoch is not None and rank == 0:
                 on_epoch(state.rows)

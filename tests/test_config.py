@@ -163,6 +163,8 @@ def test_progress_in_a_log_file_is_summary_lines_not_bar_frames(monkeypatch):
         progress.update(loss=f"{1 / (i + 1):.2f}")
     assert lines and all("\r" not in line and line.startswith("epoch 1/3: ") for line in lines)
     assert len(lines) == 3  # every 25 s of a 10-s-per-step loop, the last step excluded (the epoch line follows)
+    # 3 steps in 30 s, 7 to go at that pace: 70 s left in the epoch
+    assert lines[0] == "epoch 1/3: 3/10 loss 0.33 eta 1m10s"
     stream = io.StringIO()
     monkeypatch.setattr("sys.stderr", stream)
     silent = Progress(range(3), total=3, desc="x", enabled=False)

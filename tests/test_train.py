@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import train
 from mobilenet import create_model
@@ -335,3 +336,36 @@ def test_one_epoch_clips_the_gradient_and_runs_bf16_channels_last():
     assert len(clipped) == 2 and min(free) > 0.01  # without clipping the norm is above the bound ...
     assert max(clipped) <= 0.01 * (1 + 1e-3)  # ... and --grad-clip 0.01 bounds it
     assert seen == {"nhwc": True, "dtype": torch.bfloat16}
+
+
+def test_channels_last_the_cpu_default_computes_nchw_s_gradients_to_float_rounding():
+    """NHWC is the CPU default (`training.config.precision`). Against the float64 NCHW gradients of one training
+    step, NHWC in float32 errs no more than NCHW in float32 does (summation order only), and really runs NHWC."""
+    from training.config import RunConfig, precision
+
+    assert precision(RunConfig(), "cpu") == ("none", True) and precision(RunConfig(), "mps") == ("none", False)
+    torch.manual_seed(0)
+    images, labels = torch.randn(4, 3, 64, 64), torch.randint(0, 5, (4,))
+    start = create_model("v2", width_mult=0.5, num_classes=5).state_dict()
+
+    def gradients(dtype: torch.dtype, channels_last: bool) -> tuple[dict, bool]:
+        model = create_model("v2", width_mult=0.5, num_classes=5).to(dtype)
+        model.load_state_dict(start)
+        x = images.to(dtype)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        torch.manual_seed(1)  # the same dropout mask
+        F.cross_entropy(model(x), labels).backward()
+        nhwc = model.features[0].conv.weight.grad.is_contiguous(memory_format=torch.channels_last)
+        return {n: p.grad.double() for n, p in model.named_parameters()}, nhwc
+
+    exact, _ = gradients(torch.float64, False)
+    nchw, nhwc_a = gradients(torch.float32, False)
+    nhwc, nhwc_b = gradients(torch.float32, True)
+    assert not nhwc_a and nhwc_b
+
+    def error(grads: dict) -> float:  # the largest error of any tensor, relative to its largest gradient
+        return max(((grads[n] - g).abs().max() / g.abs().max().clamp(min=1e-3)).item() for n, g in exact.items())
+
+    assert error(nhwc) < 3 * error(nchw) + 1e-6

@@ -87,6 +87,12 @@ class RunConfig:
         "species' row of the file's head; the other classes start fresh",
         "model",
     )
+    probe_head: bool = option(
+        False,
+        "start the head from a linear probe: logistic regression on the --pretrained model's frozen features of "
+        "the training images (training/probe.py; with --epochs 0, the probe itself; then fine-tuning is LP-FT)",
+        "model",
+    )
     freeze_epochs: int = option(
         0, "train only the classifier for this many epochs first", "model", check=lambda v: v >= 0, rule=">= 0"
     )
@@ -117,11 +123,12 @@ class RunConfig:
     )
     workers: int = option(2, "data-loading processes", "data", resumable=True, check=lambda v: v >= 0, rule=">= 0")
     cache: bool = option(False, "use (and build if needed) the packed uint8 cache", "data", resumable=True)
-    device_pipeline: bool = option(
-        False,
+    device_pipeline: bool | None = option(
+        None,
         "with --cache: crop, flip and normalise training batches on the training device (training/device_pipeline.py)",
         "data",
         resumable=True,
+        default_text="on with --cache unless --color-jitter",
     )
     scale_min: float = option(0.35, "smallest random-crop area fraction", "data")
     scale_max: float = option(1.0, "largest random-crop area fraction", "data")
@@ -166,7 +173,9 @@ class RunConfig:
         choices=("auto", "none", "bf16", "fp16"),
         default_text="auto: bf16 on CUDA, none elsewhere",
     )
-    channels_last: bool | None = option(None, "NHWC memory format", "optimisation", default_text="on CUDA only")
+    channels_last: bool | None = option(
+        None, "NHWC memory format", "optimisation", default_text="on CUDA and CPU (not MPS)"
+    )
     compile: bool = option(False, "torch.compile the model for training (the first steps compile it)", "optimisation")
     # distillation (training/distill.py)
     teacher: str | None = option(None, "a train.py checkpoint to distil from", "distillation", default_text="none")
@@ -379,9 +388,15 @@ def resolve_config(
             values[name] = pretrained_model[key]
         if "resolution" not in given and pretrained_resolution:
             values["resolution"] = pretrained_resolution
+    if given.get("probe_head"):  # the probe replaces the head; the transplant would be overwritten
+        if given.get("transplant_head"):
+            raise UsageError("--probe-head and --transplant-head both set the head; give one of them")
+        values["transplant_head"] = False
     if "eval_every" not in given:  # without a validation split, evaluating only draws the test curve
         val_fraction = values.get("val_fraction", VAL_FRACTION)
         values["eval_every"] = 1 if val_fraction > 0 else EVAL_EVERY_WITHOUT_VALIDATION
+    if "device_pipeline" not in given:  # the faster path wherever it can run (the loader's crops)
+        values["device_pipeline"] = bool(values.get("cache")) and values.get("color_jitter", 0.0) == 0
     values.update(recipe=recipe, data_root=str(data_root), builtin_data=builtin_data)
     if not values.get("out"):
         width = values.get("width", 1.0)
@@ -393,9 +408,10 @@ def resolve_config(
 
 
 def precision(config: RunConfig, device_type: str) -> tuple[str, bool]:
-    """`(amp, channels_last)` this run trains with on a `device_type` device ("auto": bf16 and NHWC on CUDA)."""
+    """`(amp, channels_last)` this run trains with on a `device_type` device ("auto": bf16 on CUDA; NHWC on CUDA
+    and CPU, where oneDNN's depthwise and 1x1 kernels run faster in it: docs/results.md, training speed)."""
     amp = config.amp if config.amp != "auto" else ("bf16" if device_type == "cuda" else "none")
-    channels_last = config.channels_last if config.channels_last is not None else device_type == "cuda"
+    channels_last = config.channels_last if config.channels_last is not None else device_type in ("cuda", "cpu")
     return amp, channels_last
 
 
@@ -420,6 +436,8 @@ def check(c: RunConfig) -> None:
             raise UsageError(f"{flag_of(name)} must be one of {', '.join(meta['choices'])}, got {value}")
         if "check" in meta and value is not None and not meta["check"](value):
             raise UsageError(f"{flag_of(name)} must be {meta['rule']}, got {value}")
+    if c.probe_head and not c.pretrained:
+        raise UsageError("--probe-head needs --pretrained (it fits the head on the start's features)")
     if c.device_pipeline and not c.cache:
         raise UsageError("--device-pipeline needs --cache (it crops from the packed photos)")
     if c.device_pipeline and c.color_jitter > 0:

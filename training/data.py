@@ -31,6 +31,7 @@ class Loaders:
     train: torch.utils.data.DataLoader | DeviceBatches
     val: torch.utils.data.DataLoader | None  # None with --val-fraction 0
     test: torch.utils.data.DataLoader
+    train_plain: torch.utils.data.DataLoader | None  # the training images under the test view (--probe-head)
     train_set: CUB200 | PackedDataset
     train_sampler: SeededSampler
 
@@ -120,4 +121,16 @@ def make_loaders(
         )
 
     val = evaluation(split("val", test_tf, test_resolution)) if config.val_fraction > 0 else None
-    return Loaders(train=train, val=val, test=evaluation(test_set), train_set=train_set, train_sampler=train_sampler)
+    plain = None  # every rank reads all of it, so that every rank fits the same probe
+    if config.probe_head:
+        plain = torch.utils.data.DataLoader(
+            split("train", test_tf, test_resolution), batch_size=max(config.batch_size, 64), num_workers=config.workers
+        )
+    return Loaders(
+        train=train,
+        val=val,
+        test=evaluation(test_set),
+        train_plain=plain,
+        train_set=train_set,
+        train_sampler=train_sampler,
+    )

@@ -22,6 +22,7 @@ does; measured in `bench.feed`), so there each crop is resized alone and the pix
 Colour jitter is not done here (`--color-jitter` needs the loader path).
 """
 
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -70,7 +71,11 @@ class DeviceBatches:
         self.sampler, self.batch_size, self.drop_last, self.device = sampler, batch_size, drop_last, device
         self.batched = device.type != "cpu" if batched is None else batched
         self.shapes = [tuple(s) for s in packed.shapes]
-        self.pixels = torch.from_numpy(np.array(packed.pixels)).to(device)  # every photo, (H, W, 3) after another
+        # Every photo, (H, W, 3) after another: on the CPU read in place from the cache file (no second copy).
+        pixels = packed.pixels if device.type == "cpu" else np.array(packed.pixels)
+        with warnings.catch_warnings():  # a read-only memmap: nothing here writes to it
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            self.pixels = torch.from_numpy(pixels).to(device)
         self.offsets = torch.tensor(packed.offsets, device=device)
         self.widths = torch.tensor([w for _, w in self.shapes], device=device)
         self.labels = torch.tensor(packed.labels, device=device)

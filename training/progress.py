@@ -39,16 +39,27 @@ class Progress:
             )
             yield from self.bar
             return
-        last = time.monotonic()
+        start = last = time.monotonic()
         for done, item in enumerate(self.items, 1):
             yield item
             now = time.monotonic()
             if self.enabled and now - last >= self.interval and done < self.total:
                 shown = " ".join(f"{k} {v}" for k, v in self.fields.items())
-                self.write(f"{self.desc}: {done}/{self.total} {shown}".rstrip())
+                eta = (now - start) / done * (self.total - done)
+                self.write(f"{self.desc}: {done}/{self.total} {shown} eta {duration(eta)}".replace("  ", " "))
                 last = now
 
     def update(self, **fields: Any) -> None:
         self.fields = fields
         if self.bar is not None:
             self.bar.set_postfix(fields)
+
+
+def duration(seconds: float) -> str:
+    """`seconds` as `1h02m`, `4m05s` or `12s`."""
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"

@@ -1,0 +1,161 @@
+"""The full CUB-200-2011 results as a queue: `python -m bench.cub200 --data-root DIR/CUB_200_2011`.
+
+Runs the rows of `ROWS` one at a time, in order, each as `train.py` in its own process and run folder
+(`--runs`, default runs/cub200/NAME, log in NAME.log beside it). A row whose result file exists is skipped;
+one that stopped part-way resumes from its `last.pt`. So the queue can be stopped at any time and restarted,
+from a worktree of one commit (DEVELOPERS.md), and a row's figures are final when its file appears:
+`bench/studies/cub200/NAME.json` (the command, every evaluated metric, training and wall time, peak memory and,
+for rows others are compared with, which test images the final model gets right, for McNemar tests). Nothing
+in the results names a machine path. `--only NAME ...` runs those rows (in queue order). The test split is
+reported, never used to choose: the recipe candidates choose on validation (bench/studies/cub200/RULE.md).
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.harness import REPO, without_paths
+from mobilenet.checkpoint import write_atomically
+
+OUT = REPO / "bench" / "studies" / "cub200"
+BIRD = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"
+IMAGENET_V2 = "mobilenet_v2_1.0_224_quant.tflite"
+# The recipe candidates hold out a stratified sixth of the training images (5 of each class's ~30) and are
+# judged on validation at their last epoch (the refit protocol keeps the last epoch).
+CANDIDATE = "--val-fraction 0.1667"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    start: str  # a file of the --weights folder
+    flags: str  # train.py's options besides --pretrained, --data-root, --cache and --out
+    what: str  # start, recipe and protocol, for the tables
+    paired: bool = False  # record which test images its final model gets right (McNemar against other rows)
+
+
+ROWS = (
+    Row("zero-shot", BIRD, "--transplant-head --epochs 0", "bird expert, transplanted head, no training", True),
+    Row("probe-bird", BIRD, "--probe-head --epochs 0", "bird expert, linear probe on frozen features", True),
+    Row(
+        "probe-imagenet-v2",
+        IMAGENET_V2,
+        "--probe-head --epochs 0 --no-test-hflip --no-look-twice",
+        "ImageNet V2 1.0/224, linear probe on frozen features",
+        True,
+    ),
+    # The recipe candidates for the bird expert (the rule: bench/studies/cub200/RULE.md, committed before they ran).
+    Row("candidate-fresh", BIRD, f"{CANDIDATE} --epochs 10 --eval-every 10", "bird recipe (fresh head, lr 0.005)"),
+    Row(
+        "candidate-lpft",
+        BIRD,
+        f"{CANDIDATE} --probe-head --lr 0.001 --epochs 10 --eval-every 10",
+        "LP-FT: probe head, then lr 0.001",
+    ),
+    Row(
+        "candidate-lpft-short",
+        BIRD,
+        f"{CANDIDATE} --probe-head --lr 0.001 --epochs 5 --eval-every 5",
+        "LP-FT: probe head, then lr 0.001, 5 epochs",
+    ),
+    Row(
+        "candidate-transplant",
+        BIRD,
+        f"{CANDIDATE} --transplant-head --lr 0.001 --epochs 10 --eval-every 10",
+        "transplanted head, lr 0.001",
+    ),
+)
+
+
+def row_command(row: Row, data_root: Path, weights: Path, run: Path) -> list[str]:
+    """`train.py`'s arguments for `row`."""
+    args = ["--pretrained", str(weights / row.start), "--data-root", str(data_root), "--cache", "--out", str(run)]
+    return [*args, "--no-progress", *row.flags.split()]
+
+
+def run_row(row: Row, data_root: Path, weights: Path, run: Path, out: Path) -> None:
+    """Train (or resume) `row` in this process and write its result file."""
+    import torch
+
+    import train
+    from evaluate import predict, view_transform
+    from mobilenet import load_checkpoint
+    from training.view import RunView
+
+    args = row_command(row, data_root, weights, run)
+    resumed = (run / "last.pt").is_file()
+    start = time.perf_counter()
+    final = train.main([*args, "--resume"] if resumed else [*args, "--force"])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    result = dict(
+        name=row.name,
+        what=row.what,
+        command="python train.py " + " ".join(args),
+        metrics=final,
+        epochs=rows,
+        train_seconds=sum(r.get("seconds", 0) for r in rows),
+        wall_seconds=None if resumed else time.perf_counter() - start,
+        peak_rss_mb=_peak_rss_mb(),
+        resumed=resumed,
+    )
+    if row.paired:  # the final model's right and wrong answers on the test split, in its order
+        model, info = load_checkpoint(run / "last.pt")
+        view = RunView.of_checkpoint(info)
+        dataset = view.dataset("test", view_transform("center", view.inference.resolution))
+        device = torch.device("cpu")
+        logits, labels = predict(
+            view.inference.wrap(model), dataset, view.normalize(), device, batch_size=64, workers=2
+        )
+        right = (logits.argmax(1) == labels).tolist()
+        result["test_right"] = "".join("1" if r else "0" for r in right)
+    folders = {"CUB200": data_root, "WEIGHTS": weights, "RUN": run}
+    text = without_paths(json.dumps(result, indent=1), folders)
+    write_atomically(out / f"{row.name}.json", text)
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="The full CUB-200-2011 results, one row at a time.")
+    p.add_argument("--data-root", required=True, help="the full CUB_200_2011 folder")
+    p.add_argument("--weights", default=str(REPO.parent / "shared" / "weights"), help="Google's .tflite files")
+    p.add_argument("--runs", default=str(REPO / "runs" / "cub200"), help="run folders (default: runs/cub200)")
+    p.add_argument("--out", default=str(OUT), help="result files (default: bench/studies/cub200)")
+    p.add_argument("--only", nargs="+", default=None, help="these rows only")
+    p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # one row, in this process (the queue's child)
+    args = p.parse_args(argv)
+    data_root, weights, runs, out = (Path(a).resolve() for a in (args.data_root, args.weights, args.runs, args.out))
+    names = [row.name for row in ROWS]
+    unknown = [n for n in (args.only or []) + ([args.row] if args.row else []) if n not in names]
+    if unknown:
+        sys.exit(f"bench.cub200: error: no row {unknown[0]!r} (rows: {', '.join(names)})")
+    if args.row:
+        run_row(ROWS[names.index(args.row)], data_root, weights, runs / args.row, out)
+        return
+    runs.mkdir(parents=True, exist_ok=True)
+    for row in ROWS:
+        if args.only and row.name not in args.only:
+            continue
+        if (out / f"{row.name}.json").is_file():
+            print(f"{row.name}: done", flush=True)
+            continue
+        print(f"{row.name}: running (log: {runs / row.name}.log)", flush=True)
+        command = [sys.executable, "-m", "bench.cub200", "--row", row.name]
+        command += ["--data-root", str(data_root), "--weights", str(weights), "--runs", str(runs), "--out", str(out)]
+        with open(runs / f"{row.name}.log", "a") as log:
+            done = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            sys.exit(f"bench.cub200: error: row {row.name} failed (exit {done.returncode}); see {runs / row.name}.log")
+        print(f"{row.name}: done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
