@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atomicfile import write_atomically
 from data.cub import CUB200, CUBFormatError
 from data.transforms import Compose, Resize, ResizeCenterCrop
 from evaluation import plots
 from evaluation.gradcam import grad_cam
 from evaluation.metrics import classification_metrics
 from evaluation.timing import median_seconds
-from mobilenet.checkpoint import CheckpointError, load_checkpoint, refuse_overwrite, write_atomically
+from mobilenet.checkpoint import CheckpointError, load_checkpoint, refuse_overwrite
 from mobilenet.flops import count_macs
 from training.config import RunConfig, UsageError
 from training.runtime import select_device, tune_malloc

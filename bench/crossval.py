@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 
 import evaluate
+from atomicfile import write_atomically
 from bench.finegrained import V2_FILE
 from bench.harness import markdown_table, study_inputs, study_parser, train_run, without_paths, write_study
 from mobilenet import load_checkpoint
-from mobilenet.checkpoint import write_atomically
 from training.config import RunConfig
 from training.view import RunView
 

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from atomicfile import write_atomically
 from bench.harness import REPO, without_paths
-from mobilenet.checkpoint import write_atomically
 
 OUT = REPO / "bench" / "studies" / "cub200"
 BIRD = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"

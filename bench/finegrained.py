@@ -21,9 +21,9 @@ import json
 from pathlib import Path
 
 import evaluate
+from atomicfile import write_atomically
 from bench.harness import markdown_table, study_inputs, study_parser, train_run, without_paths, write_study
 from data.species_map import read_map
-from mobilenet.checkpoint import write_atomically
 
 V2_FILE = "mobilenet_v2_1.0_224_quant.tflite"
 BIRD_FILE = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"  # `--pretrained inat-birds`

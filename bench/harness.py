@@ -13,8 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from atomicfile import write_atomically
 from data.shared import shared_path
-from mobilenet.checkpoint import write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "studies"

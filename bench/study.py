@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
+from atomicfile import write_atomically
 from bench.harness import markdown_table, study_inputs, study_parser, train_run, write_study
 from evaluation.plots import plot_pareto
 from evaluation.timing import interleaved
 from mobilenet import load_checkpoint, optimize_for_inference
-from mobilenet.checkpoint import write_atomically
 from mobilenet.flops import count_macs
 from training.view import RunView
 

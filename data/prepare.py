@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from atomicfile import atomic_path, write_atomically
 from data.cub import CUB200, ImageDecodeError, pil_to_tensor
 from data.transforms import resize_shorter
-from mobilenet.checkpoint import atomic_path, write_atomically
 
 CACHE_VERSION = 2  # 1: the centre square of each photo; 2: the whole photo
 DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "packed"

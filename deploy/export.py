@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from atomicfile import atomic_path, write_atomically
 from deploy.predictor import METADATA_KEY
-from mobilenet.checkpoint import atomic_path, write_atomically
 
 ONNX_OPSET = 20
 

@@ -24,11 +24,12 @@ from functools import partial
 import torch
 from torch import nn
 
+from atomicfile import write_atomically
 from data.loaders import SizedDataset
 from deploy.requirements import MissingDependency, require
 from evaluation.timing import median_seconds
 from mobilenet import load_checkpoint, optimize_for_inference
-from mobilenet.checkpoint import CheckpointError, refuse_overwrite, write_atomically
+from mobilenet.checkpoint import CheckpointError, refuse_overwrite
 from mobilenet.inference import bake_same_padding
 from mobilenet.tta import Inference
 from training.config import UsageError

@@ -13,15 +13,11 @@ Both load; a newer version is refused with a message naming it.
 
 import hashlib
 import math
-import os
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 
+from atomicfile import write_atomically
 from mobilenet.common import MobileNetBase
 from mobilenet.factory import create_model
 
@@ -57,36 +53,6 @@ def make_checkpoint(
         "best_val_top1": best_val_top1,
         **(training or {}),
     }
-
-
-@contextmanager
-def atomic_path(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
-    """A temporary file beside `path` for the block to write (by any means: a library's exporter too); flushed
-    to disk and moved onto `path` if the block succeeds, removed if it fails. Never a half-written `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_atomically(path: str | Path, content: str | bytes | Callable[[BinaryIO], object]) -> None:
-    """`content` (text as UTF-8, bytes, or a function that writes to the open file) to `path`, atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        if callable(content):
-            content(f)
-        else:
-            f.write(content.encode("utf-8") if isinstance(content, str) else content)
 
 
 def refuse_overwrite(path: str | Path, force: bool) -> None:

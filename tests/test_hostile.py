@@ -344,7 +344,7 @@ def test_metrics_survive_a_full_disk_and_a_torn_file(tiny_synthetic_root, tmp_pa
     def full_disk(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    from mobilenet.checkpoint import write_atomically
+    from atomicfile import write_atomically
 
     monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space left"):
@@ -742,3 +742,31 @@ def test_predict_holds_one_batch_of_decoded_photos_not_the_folder(tiny_checkpoin
     *answers, peak_mb = result.stdout.strip().splitlines()
     assert sum(line.endswith(".png") for line in answers) == 12  # every photo predicted
     assert float(peak_mb) < 1000, f"peak {float(peak_mb):.0f} MB"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_the_project_writes_get_the_umask_s_permissions_not_owner_only(tmp_path, umask, mode):
+    """Issue #35, cause 1: `mkstemp`'s 0600 made every checkpoint unreadable to another user (a container, a
+    shared runs/). Written atomically, a file gets what `open(path, "w")` gives: 0666 less the umask."""
+    from atomicfile import write_atomically
+
+    previous = os.umask(umask)
+    try:
+        save_checkpoint(
+            make_checkpoint(
+                create_model("v1", width_mult=0.25, num_classes=2),
+                class_names=["a", "b"],
+                config={},
+                epoch=0,
+                metrics={},
+                best_val_top1=0.0,
+            ),
+            tmp_path / "m.pt",
+        )
+        write_atomically(tmp_path / "config.json", "{}")
+        plain = tmp_path / "plain"
+        plain.write_text("x")  # the reference: Python's own open()
+    finally:
+        os.umask(previous)
+    for name in ("m.pt", "config.json", "plain"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name

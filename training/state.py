@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
+from atomicfile import write_atomically
 from mobilenet.checkpoint import (
     CheckpointError,
     make_checkpoint,
     read_checkpoint,
     refuse_overwrite,
     save_checkpoint,
-    write_atomically,
 )
 from mobilenet.common import MobileNetBase
 from training.config import RunConfig, UsageError, check_resume
