@@ -20,7 +20,6 @@ The test split is never read. Writes `bench/studies/NAME.{json,md}` (`--name`, d
 """
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import evaluate
 from atomicfile import write_atomically
 from bench.finegrained import V2_FILE
 from bench.harness import markdown_table, study_inputs, study_parser, train_run, without_paths, write_study
+from evaluation.metrics import mcnemar_p
 from mobilenet import load_checkpoint
 from training.config import RunConfig
 from training.view import RunView
@@ -43,16 +43,6 @@ VARIANTS = [
     ("look twice + flip", 1.0, True, True),
 ]
 SIGNIFICANCE = 0.05
-
-
-def mcnemar_p(gained: int, lost: int) -> float:
-    """Two-sided exact McNemar p-value: the chance of a split at least this uneven between images a variant
-    gains and images it loses, were each discordant image a fair coin."""
-    n = gained + lost
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def out_of_fold_correct(checkpoint: Path, scale: float, hflip: bool, look_twice: bool) -> tuple[list[bool], float]:

@@ -32,11 +32,17 @@ CANDIDATE = "--val-fraction 0.1667"
 @dataclass(frozen=True)
 class Row:
     name: str
-    start: str  # a file of the --weights folder
-    flags: str  # train.py's options besides --pretrained, --data-root, --cache and --out
+    start: str  # a file of the --weights folder, or for a `module` row its arguments ({runs}, {out}, {data}, {weights})
+    flags: str  # train.py's options besides --pretrained, --data-root, --cache and --out ({runs}: the run folders)
     what: str  # start, recipe and protocol, for the tables
     paired: bool = False  # record which test images its final model gets right (McNemar against other rows)
+    module: str | None = None  # instead of train.py: `python -m MODULE START`, which writes the row's result file
 
+
+STUDENT = "mobilenet_v1_0.25_128_quant.tflite"
+V1 = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+# The phone budget (as on cub20): 60 epochs, one plain pass.
+PATIENT = "--epochs 60 --test-scale 1 --no-test-hflip --no-look-twice"
 
 ROWS = (
     Row("zero-shot", BIRD, "--transplant-head --epochs 0", "bird expert, transplanted head, no training", True),
@@ -68,13 +74,37 @@ ROWS = (
         f"{CANDIDATE} --transplant-head --lr 0.001 --epochs 10 --eval-every 10",
         "transplanted head, lr 0.001",
     ),
+    Row("imagenet-v2", IMAGENET_V2, "", "ImageNet V2 1.0/224, the fine-tuning recipe (refit, look twice + flip)", True),
+    Row("imagenet-v1", V1, "", "ImageNet V1 1.0/224, the fine-tuning recipe (refit, look twice + flip)", True),
+    Row("student", STUDENT, PATIENT, "ImageNet V1 0.25/128 (13M MACs), 60 epochs, refit, one pass", True),
+    Row(
+        "int8-imagenet-v2",
+        "--checkpoint {runs}/imagenet-v2/last.pt --json {out}/int8-imagenet-v2.json --force",
+        "",
+        "int8 (PT2E, 256 calibration images) of imagenet-v2, one pass",
+        module="deploy.quantize",
+    ),
+    Row(
+        "int8-student",
+        "--checkpoint {runs}/student/last.pt --json {out}/int8-student.json --force",
+        "",
+        "int8 (PT2E, 256 calibration images) of the student",
+        module="deploy.quantize",
+    ),
+    Row(
+        "v1-vs-v2",
+        "--data-root {data} --weights {weights} --runs {runs}/study --out {out} --name v1-vs-v2 --epochs 5",
+        "",
+        "the V1-versus-V2 study on equal footing (ImageNet starts, 5 epochs, best.pt on 10% validation)",
+        module="bench.study",
+    ),
 )
 
 
 def row_command(row: Row, data_root: Path, weights: Path, run: Path) -> list[str]:
     """`train.py`'s arguments for `row`."""
     args = ["--pretrained", str(weights / row.start), "--data-root", str(data_root), "--cache", "--out", str(run)]
-    return [*args, "--no-progress", *row.flags.split()]
+    return [*args, "--no-progress", *row.flags.format(runs=run.parent).split()]
 
 
 def run_row(row: Row, data_root: Path, weights: Path, run: Path, out: Path) -> None:
@@ -138,7 +168,15 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         sys.exit(f"bench.cub200: error: no row {unknown[0]!r} (rows: {', '.join(names)})")
     if args.row:
-        run_row(ROWS[names.index(args.row)], data_root, weights, runs / args.row, out)
+        row = ROWS[names.index(args.row)]
+        if row.module is None:
+            run_row(row, data_root, weights, runs / args.row, out)
+            return
+        module_args = row.start.format(runs=runs, out=out, data=data_root, weights=weights).split()
+        subprocess.run([sys.executable, "-m", row.module, *module_args], cwd=REPO, check=True)
+        result = out / f"{row.name}.json"
+        folders = {"CUB200": data_root, "WEIGHTS": weights, "RUNS": runs}
+        write_atomically(result, without_paths(result.read_text(), folders))
         return
     runs.mkdir(parents=True, exist_ok=True)
     for row in ROWS:

@@ -5,6 +5,8 @@ confusion matrix and its most-confused pairs, negative log-likelihood, and the e
 of Guo et al. 2017 (15 equal-width confidence bins, |accuracy - confidence| weighted by bin size).
 """
 
+import math
+
 import torch
 
 
@@ -85,3 +87,23 @@ def classification_metrics(
         "most_confused": pairs,
         "calibration_bins": bins,
     }
+
+
+def mcnemar_p(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value: the chance of a split at least this uneven between images a variant
+    gains and images it loses, were each discordant image a fair coin."""
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_test(right_a: list[bool], right_b: list[bool]) -> dict:
+    """Two classifiers on the same images, image by image: the images B gets right and A wrong (`gained`), the
+    reverse (`lost`), and the exact McNemar p-value of that split."""
+    if len(right_a) != len(right_b):
+        raise ValueError(f"paired test: {len(right_a)} against {len(right_b)} images")
+    gained = sum(b and not a for a, b in zip(right_a, right_b))
+    lost = sum(a and not b for a, b in zip(right_a, right_b))
+    return {"gained": gained, "lost": lost, "p": mcnemar_p(gained, lost)}

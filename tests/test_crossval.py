@@ -3,18 +3,23 @@
 import pytest
 
 import train
-from bench.crossval import epoch_curve, mcnemar_p, out_of_fold_correct, paired, validation_images
+from bench.crossval import epoch_curve, out_of_fold_correct, paired, validation_images
 from data.cub import CUB200
+from evaluation.metrics import mcnemar_p, paired_test
 from tests.conftest import tiny_train_args
 
 
 @pytest.mark.parametrize(("gained", "lost"), [(0, 5), (9, 1), (3, 3), (11, 4), (12, 3), (10, 20), (20, 7), (60, 41)])
 def test_mcnemar_p_is_scipy_s_exact_two_sided_binomial_test(gained, lost):
-    stats = pytest.importorskip("scipy.stats")
+    from scipy import stats  # pinned in requirements-dev.txt: an independent reference, never skipped
+
     expected = stats.binomtest(gained, gained + lost, 0.5, alternative="two-sided").pvalue
     assert mcnemar_p(gained, lost) == pytest.approx(expected, rel=1e-9)
     assert mcnemar_p(lost, gained) == pytest.approx(expected, rel=1e-9)  # two-sided: symmetric
     assert mcnemar_p(0, 0) == 1.0  # no discordant image: no evidence either way
+    right_a = [True] * 3 + [False] * gained + [True] * lost
+    right_b = [True] * 3 + [True] * gained + [False] * lost
+    assert paired_test(right_a, right_b) == {"gained": gained, "lost": lost, "p": mcnemar_p(gained, lost)}
 
 
 def test_out_of_fold_pooling_covers_every_training_image_and_agrees_with_train_py(tiny_synthetic_root, tmp_path):
