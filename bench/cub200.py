@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atomicfile import write_atomically
-from bench.harness import REPO, without_paths
+from bench.harness import REPO, markdown_table, without_paths
 
 OUT = REPO / "bench" / "studies" / "cub200"
 BIRD = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"
@@ -147,6 +147,29 @@ def run_row(row: Row, data_root: Path, weights: Path, run: Path, out: Path) -> N
     write_atomically(out / f"{row.name}.json", text)
 
 
+def report(out: Path) -> str:
+    """The finished training rows as a markdown table (test top-1 and top-5 of the final model, the start's
+    mapped/unmapped split where a head was transplanted, validation where there was one, time and memory)."""
+    header = ["row", "start, recipe, protocol", "test top-1", "top-5", "val top-1", "training", "wall", "peak RSS"]
+    cells = []
+    for row in ROWS:
+        path = out / f"{row.name}.json"
+        if row.module is not None or not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        m = result["metrics"]
+        top1 = f"{m['test_top1']:.2%}"
+        if m.get("test_top1_mapped") is not None:
+            top1 += f" (mapped {m['test_top1_mapped']:.2%}, unmapped {m['test_top1_unmapped']:.2%})"
+        val = f"{m['val_top1']:.2%}" if m.get("val_top1") is not None else ""
+        wall = f"{result['wall_seconds'] / 60:.1f} min" if result["wall_seconds"] else "resumed"
+        cells.append(
+            [f"`{row.name}`", row.what, top1, f"{m['test_top5']:.2%}", val]
+            + [f"{result['train_seconds'] / 60:.1f} min", wall, f"{result['peak_rss_mb'] / 1024:.1f} GB"]
+        )
+    return markdown_table(header, "llrrrrrr", cells)
+
+
 def _peak_rss_mb() -> float:
     """This process's peak resident memory (VmHWM), in MB."""
     with open("/proc/self/status") as f:
@@ -160,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", default=str(REPO / "runs" / "cub200"), help="run folders (default: runs/cub200)")
     p.add_argument("--out", default=str(OUT), help="result files (default: bench/studies/cub200)")
     p.add_argument("--only", nargs="+", default=None, help="these rows only")
+    p.add_argument("--report", action="store_true", help="print the finished rows as a markdown table and stop")
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # one row, in this process (the queue's child)
     args = p.parse_args(argv)
     data_root, weights, runs, out = (Path(a).resolve() for a in (args.data_root, args.weights, args.runs, args.out))
@@ -167,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in (args.only or []) + ([args.row] if args.row else []) if n not in names]
     if unknown:
         sys.exit(f"bench.cub200: error: no row {unknown[0]!r} (rows: {', '.join(names)})")
+    if args.report:
+        print(report(out))
+        return
     if args.row:
         row = ROWS[names.index(args.row)]
         if row.module is None:
