@@ -15,15 +15,15 @@ whole image resized), `bbox` (the bounding-box crop resized). By default the run
 
 import argparse
 import json
-import sys
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from atomicfile import write_atomically
-from data.cub import CUB200, CUBFormatError
+from atomicfile import atomic_folder, write_atomically
+from cli import UsageError, nonnegative_int, positive_int, run
+from data.cub import CUB200
 from data.transforms import Compose, Resize, ResizeCenterCrop
 from evaluation import plots
 from evaluation.gradcam import grad_cam
@@ -31,7 +31,7 @@ from evaluation.metrics import classification_metrics
 from evaluation.timing import median_seconds
 from mobilenet.checkpoint import CheckpointError, load_checkpoint, refuse_overwrite
 from mobilenet.flops import count_macs
-from training.config import RunConfig, UsageError
+from training.config import RunConfig
 from training.runtime import select_device, tune_malloc
 from training.view import RunView
 
@@ -69,16 +69,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--test-resolution",
-        type=int,
+        type=positive_int,
         default=None,
         help="evaluate at this size (default: the run's test resolution, its resolution x --test-scale)",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
+    p.add_argument("--workers", type=nonnegative_int, default=2, help="data-loading processes")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="device")
-    p.add_argument("--gallery", type=int, default=12, help="misclassified images to show")
-    p.add_argument("--gradcam", type=int, default=8, help="test images to show Grad-CAM on")
-    p.add_argument("--latency-rounds", type=int, default=10, help="timed rounds for images/s and latency (median)")
+    p.add_argument("--gallery", type=nonnegative_int, default=12, help="misclassified images to show")
+    p.add_argument("--gradcam", type=nonnegative_int, default=8, help="test images to show Grad-CAM on")
+    p.add_argument(
+        "--latency-rounds", type=positive_int, default=10, help="timed rounds for images/s and latency (median)"
+    )
     p.add_argument("--no-plots", action="store_true", help="metrics only")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
     return p
@@ -202,11 +204,17 @@ def write_pictures(
     metrics_file = run_dir / "metrics.jsonl"
     if metrics_file.exists():
         rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if "train_loss" in r]  # the start's row (epoch 0) trained nothing
         lrs = None  # the schedule of every step, from the run's record when the curve starts at epoch 1
         if rows and rows[0]["epoch"] == 1 and info.get("config"):
             lrs = RunConfig.from_dict(info["config"]).lr_per_step(rows[0]["step"])
-        plots.plot_training_curves(rows, out / "training_curves.png", lrs)
-    step = max(1, len(dataset) // max(1, args.gradcam))
+        if rows:
+            plots.plot_training_curves(rows, out / "training_curves.png", lrs)
+        else:
+            print("no training curves: the run trained no epoch (--epochs 0)")
+    if args.gradcam == 0:
+        return
+    step = max(1, len(dataset) // args.gradcam)
     picks = list(range(0, len(dataset), step))[: args.gradcam]
     images = torch.stack([dataset[i][0] for i in picks])
     cams, cam_logits = grad_cam(model, normalize(images.float() / 255).to(device))
@@ -235,6 +243,7 @@ def format_report(m: dict) -> str:
 
 
 def compare(args: argparse.Namespace, out: Path) -> list[dict]:
+    same_test_set(args.compare, args.data_root)
     rows = []
     for checkpoint in args.compare:
         m = evaluate_checkpoint(args, checkpoint, None)
@@ -258,13 +267,28 @@ def compare(args: argparse.Namespace, out: Path) -> list[dict]:
         f"| {r['label']} | {r['checkpoint']} | {r['params']:,} | {r['macs_m']:.1f}M | {r['latency_ms']:.1f} ms | {r['top1']:.4f} | {r['top5']:.4f} |"
         for r in rows
     ]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.md").write_text("\n".join(table) + "\n", encoding="utf-8")
-    (out / "compare.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    plots.plot_pareto(rows, "macs_m", "multiply-adds (millions)", out / "accuracy_vs_macs.png")
-    plots.plot_pareto(rows, "latency_ms", "CPU latency at batch 1 (ms)", out / "accuracy_vs_latency.png")
+    with atomic_folder(out) as folder:
+        write_atomically(folder / "compare.md", "\n".join(table) + "\n")
+        write_atomically(folder / "compare.json", json.dumps(rows, indent=2))
+        plots.plot_pareto(rows, "macs_m", "multiply-adds (millions)", folder / "accuracy_vs_macs.png")
+        plots.plot_pareto(rows, "latency_ms", "CPU latency at batch 1 (ms)", folder / "accuracy_vs_latency.png")
     print("\n".join(table))
     return rows
+
+
+def same_test_set(checkpoints: list[str], data_root: str | None) -> None:
+    """UsageError unless every checkpoint is tested on one test set: the same classes, from the same root."""
+    seen: dict[tuple, str] = {}
+    for checkpoint in checkpoints:
+        view = RunView.of_checkpoint(load_checkpoint(checkpoint)[1])
+        root = Path(view.data_root(data_root)).resolve()
+        seen.setdefault((str(root), view.class_names), checkpoint)
+        if len(seen) > 1:
+            first = next(iter(seen.values()))
+            raise UsageError(
+                f"--compare: {first} and {checkpoint} were trained on different data (classes or CUB root): their "
+                "test sets differ, so one table would rank them unfairly; compare runs of one data set"
+            )
 
 
 def main(argv: list[str] | None = None) -> dict | list[dict]:
@@ -278,14 +302,12 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
         raise UsageError("give --checkpoint PATH or --compare PATH PATH ...")
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}"
     refuse_overwrite(out, args.force)
-    metrics = evaluate_checkpoint(args, args.checkpoint, out)
+    with atomic_folder(out) as folder:  # a failure leaves nothing that would block the rerun
+        metrics = evaluate_checkpoint(args, args.checkpoint, folder)
     print(format_report(metrics))
     print(f"wrote {out}/metrics.json and pictures")
     return metrics
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (UsageError, FileNotFoundError, FileExistsError, CheckpointError, CUBFormatError) as e:
-        sys.exit(f"evaluate.py: error: {e}")
+    run("evaluate.py", main)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.export import ExportMismatch, export_executorch, export_onnx
+from cli import UsageError, positive_float, positive_int, run
+from deploy.export import export_executorch, export_onnx
 from deploy.images import ImageRejected, NoImagesFound, find_images, read_image_file
 from deploy.predictor import export_metadata, inference_model, preprocessor
-from deploy.requirements import MissingDependency, require
+from deploy.requirements import require
 from mobilenet import load_checkpoint
-from mobilenet.checkpoint import CheckpointError, refuse_overwrite
-from training.config import UsageError
+from mobilenet.checkpoint import refuse_overwrite
 from training.view import RunView
 
 SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}
@@ -41,9 +41,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="image files, or folders searched with their sub-folders, to verify on (default: the run's test split)",
     )
-    p.add_argument("--verify-count", type=int, default=32, help="images to verify on (default: 32)")
+    p.add_argument("--verify-count", type=positive_int, default=32, help="images to verify on (default: 32)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="largest |logit difference| allowed (default: 1e-4)")
+    p.add_argument(
+        "--tolerance", type=positive_float, default=1e-4, help="largest |logit difference| allowed (default: 1e-4)"
+    )
     return p
 
 
@@ -104,7 +106,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, FileExistsError, CheckpointError, NoImagesFound, ExportMismatch, MissingDependency) as e:
-        sys.exit(f"export.py: error: {e}")
+    run("export.py", main)

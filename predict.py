@@ -18,10 +18,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from cli import UsageError, positive_int, run
 from deploy.images import ImageRejected, NoImagesFound, find_images, read_image_file
 from deploy.predictor import Predictor
 from mobilenet.checkpoint import CheckpointError
-from training.config import UsageError
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -37,8 +37,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="train.py checkpoint (.pt), export.py model (.onnx), or a published model as it is: a Google .tflite "
         "with its labels file beside it, or inat-birds (names 964 bird species with no training)",
     )
-    p.add_argument("--top-k", type=int, default=5, help="classes to show per image (default: 5)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="classes to show per image (default: 5)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default: 32)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     return p
 
@@ -46,10 +46,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[dict]:
     """Predict as the command line says; returns one result per image (with "top" or "error")."""
     args = get_args_parser().parse_args(argv)
-    if args.top_k < 1:
-        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
         files, skipped = find_images(args.images)
         predictor = Predictor.load(args.checkpoint)
@@ -91,15 +87,14 @@ def show(result: dict) -> None:
 
 
 def cli() -> None:
-    try:
+    def predict_all() -> int:
         results = main()
-    except UsageError as e:
-        print(f"predict.py: error: {e}", file=sys.stderr)
-        sys.exit(2)  # as documented: 2 for a usage error, 1 for unreadable images
-    failed = sum("error" in r for r in results)
-    if failed:
-        print(f"predict.py: {failed} of {len(results)} images could not be read (reported above)", file=sys.stderr)
-        sys.exit(1)
+        failed = sum("error" in r for r in results)
+        if failed:
+            print(f"predict.py: {failed} of {len(results)} images could not be read (reported above)", file=sys.stderr)
+        return 1 if failed else 0
+
+    run("predict.py", predict_all)
 
 
 if __name__ == "__main__":

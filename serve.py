@@ -19,6 +19,7 @@ import html
 import sys
 import time
 
+from cli import port, positive_int, run
 from deploy.images import (
     MAX_BYTES,
     MAX_DECODE_BYTES,
@@ -30,7 +31,6 @@ from deploy.images import (
 )
 from deploy.predictor import Predictor
 from deploy.requirements import INSTALL, MissingDependency, require
-from mobilenet.checkpoint import CheckpointError
 from training.runtime import limit_malloc_arenas, release_memory
 
 try:
@@ -220,14 +220,16 @@ def get_args_parser() -> argparse.ArgumentParser:
         "with its labels file beside it, or inat-birds (names 964 bird species with no training)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, help=f"largest upload in bytes (default: {MAX_BYTES})")
+    p.add_argument("--port", type=port, default=8000, help="port (default: 8000)")
     p.add_argument(
-        "--max-pixels", type=int, default=MAX_PIXELS, help=f"largest image in pixels (default: {MAX_PIXELS})"
+        "--max-bytes", type=positive_int, default=MAX_BYTES, help=f"largest upload in bytes (default: {MAX_BYTES})"
+    )
+    p.add_argument(
+        "--max-pixels", type=positive_int, default=MAX_PIXELS, help=f"largest image in pixels (default: {MAX_PIXELS})"
     )
     p.add_argument(
         "--max-concurrent",
-        type=int,
+        type=positive_int,
         default=MAX_CONCURRENT,
         help=f"uploads decoded at a time (default: {MAX_CONCURRENT})",
     )
@@ -248,7 +250,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, CheckpointError, MissingDependency) as e:
-        sys.exit(f"serve.py: error: {e}")
+    run("serve.py", main)

@@ -21,7 +21,6 @@ import argparse
 import copy
 import json
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,24 +30,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.cub import CUBFormatError, ImageDecodeError
+from cli import UsageError, run
+from data.cub import CUBFormatError
 from data.loaders import find_data_root
+from data.species_map import species_rows
 from mobilenet import create_model
-from mobilenet.checkpoint import CheckpointError
 from mobilenet.common import MobileNetBase
 from mobilenet.pretrained import (
     NAMED_STARTS,
     calibrate_batchnorm,
     is_bird_start,
+    labels_problem,
     load_pretrained,
-    species_rows,
     transplant_head,
 )
 from mobilenet.tflite import TFLiteImportError
 from training.config import (
     CALIBRATION_BATCHES,
     RunConfig,
-    UsageError,
     add_options,
     option_names_by_key,
     precision,
@@ -76,6 +75,8 @@ from training.runtime import (
 from training.state import RunState
 from training.view import RunView
 
+INTERRUPTED = "interrupted; if an epoch had finished, its last.pt continues the run with --resume"
+FILES_WHOLE = "; every file is written whole, so what the run folder held before is unchanged"
 LOG_EVERY = 20  # steps between reads of the running loss and accuracy (each read waits for the device)
 
 __all__ = ["UsageError", "evaluate", "get_args_parser", "main", "train_one_epoch"]
@@ -110,13 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         path = Path(pre.config)
         if not path.is_file():
             raise UsageError(f"--config {path}: no such file")
-        text = path.read_text(encoding="utf-8")
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text) or {}
-        else:
-            values = json.loads(text)
+        values = _read_config_file(path)
         if not isinstance(values, dict):
             raise UsageError(f"--config {path}: not a mapping of option names to values")
         names = option_names_by_key()
@@ -125,6 +120,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             raise UsageError(f"--config {path}: unknown option {unknown[0]!r}")
         parser.set_defaults(**{names[k]: v for k, v in values.items()})
     return parser.parse_args(argv)
+
+
+def _read_config_file(path: Path) -> object:
+    """A `--config` file's content (YAML by its suffix, else JSON); UsageError naming the file and the problem.
+    YAML is read by the safe loader: a `!!python` tag is refused, never executed."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix in (".yaml", ".yml"):
+            return yaml.safe_load(text) or {}
+        return json.loads(text)
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--config {path}: not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--config {path}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise UsageError(f"--config {path}: not valid YAML: {problem}{at}") from None
 
 
 def build_run(
@@ -155,6 +171,7 @@ def build_run(
         pretrained_resolution=start.data_config["resolution"] if start else None,
         bird_start=start is not None and is_bird_start(flags.pretrained),
     )
+    log(f"recipe: {config.recipe}" + (f" (chosen by --pretrained {flags.pretrained})" if flags.pretrained else ""))
     try:
         train_set = config.dataset("train", None)
     except CUBFormatError:
@@ -168,6 +185,8 @@ def build_run(
     class_names = train_set.class_names
     seed_everything(config.seed)  # the initial weights (a fresh model, a fresh head) come from this seed
     if start is None:
+        if config.transplant_head:
+            raise UsageError("--transplant-head needs --pretrained (a file whose head names species)")
         model = create_model(config.arch, width_mult=config.width, num_classes=len(class_names), dropout=config.dropout)
         mapped = None
     else:
@@ -188,9 +207,20 @@ def _transplant(
     model: MobileNetBase, source: nn.Module, labels: list[str] | None, class_names: list[str], log: Callable
 ) -> list[bool] | None:
     """Start each class the start's labels name from its species' rows (`species_rows`); which classes did."""
-    rows = species_rows(source, labels, class_names)
+    try:
+        rows = species_rows(source, labels, class_names)
+    except ValueError as e:
+        raise UsageError(f"--transplant-head: {model.pretrained_source}: {e}") from None
+    if labels is None:
+        outputs = source.out_features if isinstance(source, nn.Linear) else 0
+        where = Path(model.pretrained_source or "")
+        why = labels_problem(where, outputs) if where.is_file() else "the start names no species"
+        raise UsageError(f"--transplant-head: {model.pretrained_source}: {why}")
     if rows is None:
-        return None
+        raise UsageError(
+            f"--transplant-head: none of the {len(class_names)} classes is among {model.pretrained_source}'s labels "
+            "(data/cub200_inat_birds.tsv maps CUB's species to iNaturalist's)"
+        )
     transplant_head(model, cast(nn.Linear, source), rows)
     mapped = [bool(r) for r in rows]
     genus = sum(len(r) > 1 for r in rows)
@@ -498,17 +528,7 @@ def cli() -> None:
     if hasattr(signal, "SIGXFSZ"):  # over `ulimit -f`: an OSError (EFBIG) to report, not a silent kill
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        main()
-    except (UsageError, TFLiteImportError, CheckpointError, CUBFormatError, FileNotFoundError, FileExistsError) as e:
-        sys.exit(f"train.py: error: {e}")
-    except KeyboardInterrupt:
-        print("train.py: interrupted; the last finished epoch is in last.pt: continue with --resume", file=sys.stderr)
-        sys.exit(130)
-    except ImageDecodeError as e:  # a broken photo in the data; from a loader worker the message ends with ours
-        sys.exit(f"train.py: error: {str(e).strip().splitlines()[-1]}")
-    except OSError as e:  # a full disk, a file-size limit: every file is written atomically, the old ones stay whole
-        where = f" ({e.filename})" if e.filename else ""
-        sys.exit(f"train.py: error: {e.strerror or e}{where}; the previous checkpoint and metric files are intact")
+        run("train.py", main, interrupted=INTERRUPTED, os_note=FILES_WHOLE)
     finally:
         close_distributed()
 

@@ -25,10 +25,12 @@ from pathlib import Path
 
 import torch
 
+import cli
 import evaluate
 from atomicfile import write_atomically
 from bench.finegrained import V2_FILE
 from bench.harness import markdown_table, study_inputs, study_parser, train_run, without_paths, write_study
+from cli import nonnegative_int, positive_int
 from evaluation.metrics import mcnemar_p
 from mobilenet import load_checkpoint
 from training.config import RunConfig
@@ -166,10 +168,10 @@ def report_against(against: list[dict], other: str) -> str:
 def main(argv: list[str] | None = None) -> dict:
     p = study_parser("Cross-validate a fine-tuning recipe on cub20 (resumable).", "crossval")
     p.add_argument("--pretrained", default=None, help=f"Google file to fine-tune (default: WEIGHTS/{V2_FILE})")
-    p.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")
+    p.add_argument("--folds", type=positive_int, default=5, help="number of folds (default: 5)")
     p.add_argument(
         "--only-folds",
-        type=int,
+        type=nonnegative_int,
         nargs="+",
         default=None,
         help="train and pool only these folds (default: all): a cheaper, weaker comparison on fewer images",
@@ -229,4 +231,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run("bench.crossval", main)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cli
 from atomicfile import write_atomically
 from bench.harness import REPO, markdown_table, without_paths
 
@@ -223,4 +224,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run("bench.cub200", main)

@@ -19,9 +19,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import cli
 import train
 from atomicfile import write_atomically
 from bench.harness import study_inputs, study_parser
+from cli import nonnegative_int, positive_int
 from mobilenet import create_model
 from training.config import RunConfig, precision
 from training.runtime import select_device
@@ -69,12 +71,14 @@ def train_py(data_root: Path, resolution: int, batch: int, flags: list[str]) -> 
 
 def main(argv: list[str] | None = None) -> dict:
     p = study_parser("How busy train.py keeps the device: model-only against train.py images/s.", "feed")
-    p.add_argument("--resolutions", type=int, nargs="+", default=[224], help="input sizes (default: 224)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32; 256 on a GPU)")
+    p.add_argument("--resolutions", type=positive_int, nargs="+", default=[224], help="input sizes (default: 224)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per step (default: 32; 256 on a GPU)")
     p.add_argument("--classes", default="1-20", help="classes to train on (default: 1-20; 1-200 on the full set)")
-    p.add_argument("--workers", type=int, default=2, help="loader processes for the loader path (default: 2)")
-    p.add_argument("--repeats", type=int, default=2, help="alternating train.py runs per path (default: 2)")
-    p.add_argument("--steps", type=int, default=10, help="model-only timed steps (default: 10)")
+    p.add_argument(
+        "--workers", type=nonnegative_int, default=2, help="loader processes for the loader path (default: 2)"
+    )
+    p.add_argument("--repeats", type=positive_int, default=2, help="alternating train.py runs per path (default: 2)")
+    p.add_argument("--steps", type=positive_int, default=10, help="model-only timed steps (default: 10)")
     args = p.parse_args(argv)
     data_root, _ = study_inputs(args, "bench.feed")
     device = select_device("auto")
@@ -126,4 +130,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run("bench.feed", main)

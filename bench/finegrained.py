@@ -20,9 +20,11 @@ Writes `bench/studies/finegrained_cub20.{json,md}`.
 import json
 from pathlib import Path
 
+import cli
 import evaluate
 from atomicfile import write_atomically
 from bench.harness import markdown_table, study_inputs, study_parser, train_run, without_paths, write_study
+from cli import UsageError
 from data.species_map import read_map
 
 V2_FILE = "mobilenet_v2_1.0_224_quant.tflite"
@@ -177,6 +179,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p = study_parser("The fine-grained ablation on cub20 (resumable).", "finegrained")
     p.add_argument("--only", nargs="*", default=None, help="measure only these runs (default: all)")
     args = p.parse_args(argv)
+    unknown = sorted(set(args.only or ()) - set(RUNS))
+    if unknown:
+        raise UsageError(f"--only {unknown[0]}: no such run (runs: {', '.join(RUNS)})")
     data_root, weights = study_inputs(args, "bench.finegrained")
     runs, out = Path(args.runs), Path(args.out)
     results_path = out / "finegrained_cub20.json"
@@ -205,4 +210,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run("bench.finegrained", main)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from atomicfile import write_atomically
+from cli import InputError
 from data.shared import shared_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,8 @@ def train_run(run: Path, data_root: Path, flags: Sequence[str]) -> dict:
     if resumed:
         args.append("--resume")
     start = time.perf_counter()
-    subprocess.run(args, check=True, cwd=REPO)
+    if subprocess.run(args, cwd=REPO).returncode != 0:  # train.py has printed its one line
+        raise InputError(f"train.py stopped on run {run} (its message is above); rerun to resume it")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return {
         "command": " ".join(["python", "train.py", *args[2:]]).replace(" --resume", ""),

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import matplotlib
 
+import cli
+from cli import UsageError
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -206,7 +209,15 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", default=str(RESULTS), help=f"output folder (default: {RESULTS})")
     parser.add_argument("--note", default="", help="a sentence on the conditions of the run, shown under the title")
     args = parser.parse_args(argv)
-    data = json.loads(Path(args.json).read_text())
+    source = Path(args.json)
+    if not source.is_file():
+        raise UsageError(f"{source}: no such file (run `pytest bench` first: it writes bench/output/latest.json)")
+    try:
+        data = json.loads(source.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+            raise ValueError("no 'benchmarks' list")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"{source}: not a pytest-benchmark JSON file ({e})") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     benchmarks = data["benchmarks"]
@@ -256,4 +267,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run("bench.report", main)

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import torch
 
+import cli
 from atomicfile import write_atomically
 from bench.harness import markdown_table, study_inputs, study_parser, train_run, write_study
+from cli import positive_int
 from evaluation.metrics import paired_test
 from evaluation.plots import plot_pareto
 from evaluation.timing import interleaved
@@ -161,8 +163,8 @@ def write_results(rows: list[dict], out: Path, name: str, command: str) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     p = study_parser("The V1-versus-V2 study (resumable).", "study")
     p.add_argument("--name", default="v1_vs_v2_cub20", help="result files' name (default: v1_vs_v2_cub20)")
-    p.add_argument("--epochs", type=int, default=EPOCHS, help=f"every row's epochs (default: {EPOCHS})")
-    p.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds (default: 20)")
+    p.add_argument("--epochs", type=positive_int, default=EPOCHS, help=f"every row's epochs (default: {EPOCHS})")
+    p.add_argument("--rounds", type=positive_int, default=20, help="interleaved timing rounds (default: 20)")
     p.add_argument(
         "--remeasure",
         action="store_true",
@@ -196,4 +198,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run("bench.study", main)

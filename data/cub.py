@@ -13,6 +13,7 @@ read. Every error names the file and, for metadata, the line.
 """
 
 import math
+import os
 import random
 import re
 import warnings
@@ -24,15 +25,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from cli import InputError
+
 SPLITS = ("train", "val", "test")
 CROPS = ("none", "bbox")
 
 
-class CUBFormatError(ValueError):
+class CUBFormatError(InputError, ValueError):
     """Malformed or inconsistent CUB metadata, or a listed image that is missing."""
 
 
-class ImageDecodeError(OSError):
+class ImageDecodeError(InputError, OSError):
     """An image file that exists but cannot be decoded."""
 
 
@@ -237,14 +240,16 @@ class CUB200(torch.utils.data.Dataset):
             )
 
         samples = []
-        images_folder = (root / "images").resolve()
         want_train = split != "test"
         for image_id, (rel_path,) in paths.items():
             (class_id,) = labels[image_id]
             if is_train[image_id][0] != want_train or class_id not in label_of:
                 continue
             path = root / "images" / rel_path
-            if not path.resolve().is_relative_to(images_folder):
+            # Judged by the path as written (no "..", not absolute), not where links lead: a folder of
+            # per-file links to photos kept elsewhere is a fine CUB root.
+            lexical = Path(os.path.normpath(rel_path))
+            if lexical.is_absolute() or lexical.parts[:1] == ("..",):
                 raise CUBFormatError(
                     f"{root / 'images.txt'}: image {image_id} path {_shorten(rel_path)} leads outside {root / 'images'}"
                 )

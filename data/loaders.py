@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import torch
 
 from data.cub import CUB200
-from data.prepare import PackedDataset, packed_dataset
+from data.prepare import DEFAULT_CACHE_DIR, PackedDataset, packed_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CUB_DEFAULT = REPO / "data" / "CUB_200_2011"
@@ -96,6 +96,7 @@ def build_dataset(
     classes: list[int] | None = None,
     cache: bool = False,
     cache_size: int = 256,
+    cache_dir: str | Path = "",
     workers: int = 2,
     log: Callable[[str], None] = print,
     val_fraction: float = 0.0,
@@ -115,7 +116,8 @@ def build_dataset(
         val_fold=val_fold,
     )
     if cache:
-        return packed_dataset(dataset, transform, size=cache_size, workers=workers, log=log)
+        folder = cache_dir or DEFAULT_CACHE_DIR
+        return packed_dataset(dataset, transform, size=cache_size, cache_dir=folder, workers=workers, log=log)
     return dataset
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from atomicfile import atomic_path, write_atomically
+from cli import nonnegative_int, positive_int
 from data.cub import CUB200, ImageDecodeError, pil_to_tensor
 from data.transforms import resize_shorter
 
@@ -103,9 +104,25 @@ def build_cache(dataset: CUB200, size: int = 256, cache_dir: str | Path = DEFAUL
     array_path, index_path = _cache_paths(dataset, size, Path(cache_dir))
     with atomic_path(array_path) as tmp_array:  # removed if the build fails
         index = _pack(dataset, size, workers, tmp_array)
+        index["sample_sha256"] = _sample_digest(tmp_array)
     array_path.with_suffix(".npy").unlink(missing_ok=True)  # the square cache of format 1, if there was one
     write_atomically(index_path, json.dumps(index))
     return index_path
+
+
+SAMPLES = 64  # pieces of the pixel file whose digest the index keeps (a zeroed or swapped file fails it)
+
+
+def _sample_digest(path: Path) -> str:
+    """SHA-256 of SAMPLES 4 KB pieces spread evenly over the file, and its size: read in milliseconds at every
+    open, unlike a digest of the whole file."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        for k in range(SAMPLES):
+            f.seek(k * size // SAMPLES)
+            digest.update(f.read(4096))
+    return digest.hexdigest()
 
 
 def _unbatched(item: Any) -> Any:
@@ -164,7 +181,9 @@ class PackedDataset(torch.utils.data.Dataset):
         pixels = index_path.with_suffix(".u8")
         expected = sum(h * w * 3 for h, w in self.shapes)
         if not (len(self.offsets) == len(self.shapes) == len(self.labels)) or pixels.stat().st_size != expected:
-            raise ValueError(f"{index_path}: the index does not describe {pixels.name}; rebuild the cache")
+            raise ValueError(
+                f"{index_path}: the index does not describe {pixels.name} (the next --cache run rebuilds it)"
+            )
         self.pixels = np.memmap(pixels, dtype=np.uint8, mode="r") if expected else np.zeros(0, np.uint8)
 
     @property
@@ -210,12 +229,19 @@ def packed_dataset(
 def _open_or_build(
     dataset: CUB200, transform: Callable | None, size: int, cache_dir: Path, workers: int, log: Callable[[str], None]
 ) -> PackedDataset:
-    _, index_path = _cache_paths(dataset, size, Path(cache_dir))
+    array_path, index_path = _cache_paths(dataset, size, Path(cache_dir))
     if index_path.exists():
-        stored = json.loads(index_path.read_text(encoding="utf-8")).get("signature")
-        if stored == _signature(dataset, size):
-            return PackedDataset(index_path, transform)
-        log(f"packed cache {_shown(index_path)} is stale (its source changed): rebuilding")
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+            fresh = index.get("signature") == _signature(dataset, size)
+            if fresh:
+                packed = PackedDataset(index_path, transform)  # checks the index against the pixel file's size
+                if index.get("sample_sha256") not in (None, _sample_digest(array_path)):
+                    raise ValueError(f"{array_path.name} is not the file its index was built with")
+                return packed
+            log(f"packed cache {_shown(index_path)} is stale (its source changed): rebuilding")
+        except (OSError, ValueError, AttributeError) as e:  # truncated, zeroed, or an unreadable index
+            log(f"packed cache {_shown(index_path)} is damaged ({str(e).splitlines()[0][:160]}): rebuilding")
     else:
         log(f"building packed cache {_shown(index_path)} ({len(dataset)} images at {size}px)")
     source = copy.copy(dataset)  # the very same images (split, classes, validation fold), decoded raw
@@ -243,13 +269,13 @@ def main(argv: list[str] | None = None) -> None:
         description="Build the packed cache of a CUB-layout dataset, or print its statistics."
     )
     parser.add_argument("--root", required=True, help="CUB root (the folder holding images.txt)")
-    parser.add_argument("--size", type=int, default=256, help="side of the packed squares (default: 256)")
+    parser.add_argument("--size", type=positive_int, default=256, help="side of the packed squares (default: 256)")
     parser.add_argument("--splits", nargs="+", default=["train", "test"], help="splits to pack (default: train test)")
     parser.add_argument("--crop", choices=["none", "bbox"], default="none", help="pack box crops (default: none)")
     parser.add_argument(
         "--cache-dir", default=str(DEFAULT_CACHE_DIR), help=f"cache folder (default: {DEFAULT_CACHE_DIR})"
     )
-    parser.add_argument("--workers", type=int, default=2, help="decoding processes (default: 2)")
+    parser.add_argument("--workers", type=nonnegative_int, default=2, help="decoding processes (default: 2)")
     parser.add_argument("--stats", action="store_true", help="print the training split's mean/std as JSON instead")
     args = parser.parse_args(argv)
     if args.stats:

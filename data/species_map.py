@@ -14,12 +14,20 @@ the match (`species`, `genus`: several iNat species together, or `none`), the iN
 
 import argparse
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from atomicfile import write_atomically
+from cli import UsageError, run
+
 MAP_FILE = Path(__file__).resolve().parent / "cub200_inat_birds.tsv"
 FIELDS = ("cub_id", "cub_name", "level", "inat_labels", "how")
+LEVELS = ("species", "genus", "none")
+CUB_CLASSES = 200
 SEPARATOR = " | "
 # CUB name -> the iNat scientific name of the same species under another English name.
 RENAMES = {
@@ -92,27 +100,31 @@ def build_map(labels: list[str], cub_classes: list[tuple[int, str]]) -> list[Mat
 
 
 def write_map(matches: list[Match], path: Path = MAP_FILE) -> None:
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(FIELDS)
-        for m in matches:
-            writer.writerow([m.cub_id, m.cub_name, m.level, SEPARATOR.join(m.inat_labels), m.how])
+    """The map as TSV, written whole or not at all."""
+    text = io.StringIO()
+    writer = csv.writer(text, delimiter="\t", lineterminator="\n")
+    writer.writerow(FIELDS)
+    for m in matches:
+        writer.writerow([m.cub_id, m.cub_name, m.level, SEPARATOR.join(m.inat_labels), m.how])
+    write_atomically(path, text.getvalue())
 
 
 def read_map(path: Path = MAP_FILE) -> dict[str, Match]:
-    """The committed map, by CUB class name (as `data.cub.readable_class_name` writes it)."""
+    """The committed map, by CUB class name (as `data.cub.readable_class_name` writes it); a ValueError naming
+    the file and line of a row that is not a valid match."""
     with path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return {
-        row["cub_name"]: Match(
-            int(row["cub_id"]),
-            row["cub_name"],
-            row["level"],
-            tuple(row["inat_labels"].split(SEPARATOR)) if row["inat_labels"] else (),
-            row["how"],
-        )
-        for row in rows
-    }
+        reader = csv.DictReader(f, delimiter="\t")
+        if tuple(reader.fieldnames or ()) != FIELDS:
+            raise ValueError(f"{path}:1: the header must be {', '.join(FIELDS)}")
+        known = {}
+        for line, row in enumerate(reader, 2):
+            labels = tuple(row["inat_labels"].split(SEPARATOR)) if row.get("inat_labels") else ()
+            if not (row.get("cub_id") or "").isdigit() or row.get("level") not in LEVELS or not row.get("cub_name"):
+                raise ValueError(f"{path}:{line}: not a row of cub_id, name, level ({'/'.join(LEVELS)}), labels, how")
+            if (row["level"] == "none") != (not labels):
+                raise ValueError(f"{path}:{line}: level {row['level']} with {len(labels)} labels")
+            known[row["cub_name"]] = Match(int(row["cub_id"]), row["cub_name"], row["level"], labels, row["how"])
+    return known
 
 
 def output_rows(class_names: list[str], labels: list[str]) -> list[list[int]]:
@@ -127,6 +139,19 @@ def output_rows(class_names: list[str], labels: list[str]) -> list[list[int]]:
     return rows
 
 
+def species_rows(head: torch.nn.Module, labels: list[str] | None, class_names: list[str]) -> list[list[int]] | None:
+    """Per class name, the outputs of a pretrained `head` with output names `labels` that are that species
+    (this map), or None when the start brings no labels or none of the classes is in it."""
+    if labels is None or not isinstance(head, torch.nn.Linear):
+        return None
+    rows = output_rows(class_names, labels)
+    used = {labels[i] for row in rows for i in row}
+    twice = sorted(label for label in used if labels.count(label) > 1)
+    if twice:
+        raise ValueError(f"the label {twice[0]!r} names {labels.count(twice[0])} outputs: which one is the species?")
+    return rows if any(rows) else None
+
+
 def main(argv: list[str] | None = None) -> None:
     from data.cub import readable_class_name
 
@@ -134,17 +159,39 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("labels", help="inat_bird_labels.txt (one label per model output)")
     p.add_argument("classes", help="CUB-200's full classes.txt")
     args = p.parse_args(argv)
-    labels = Path(args.labels).read_text(encoding="utf-8").splitlines()
+    labels = _text_lines(args.labels)
+    if not any(split_label(label)[1] for label in labels):
+        raise UsageError(f"{args.labels}: no label of the form 'Scientific name (Common Name)'")
     cub = []
-    for line in Path(args.classes).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            cub_id, folder = line.split(maxsplit=1)
-            cub.append((int(cub_id), readable_class_name(folder)))
+    for number, line in enumerate(_text_lines(args.classes), 1):
+        fields = line.split(maxsplit=1)
+        if len(fields) != 2 or not fields[0].isdigit():
+            raise UsageError(f"{args.classes}:{number}: expected 'ID NNN.Folder_Name', got {line.strip()[:60]!r}")
+        cub.append((int(fields[0]), readable_class_name(fields[1])))
+    if sorted(i for i, _ in cub) != list(range(1, CUB_CLASSES + 1)):
+        raise UsageError(f"{args.classes}: not CUB-200's full classes.txt (ids 1-{CUB_CLASSES} once each)")
+    missing = sorted(
+        name for name, scientific in RENAMES.items() if not any(split_label(x)[0] == scientific for x in labels)
+    )
+    if missing:
+        raise UsageError(
+            f"{args.labels}: no {RENAMES[missing[0]]!r}, which {missing[0]} is renamed to: not the iNat labels"
+        )
     matches = build_map(labels, cub)
     write_map(matches)
     counts = {level: sum(m.level == level for m in matches) for level in ("species", "genus", "none")}
     print(f"wrote {MAP_FILE}: {counts}")
 
 
+def _text_lines(path: str) -> list[str]:
+    """The non-empty lines of a UTF-8 text file; UsageError naming it otherwise."""
+    try:
+        return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
 if __name__ == "__main__":
-    main()
+    run("data.species_map", main)

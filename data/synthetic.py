@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from cli import positive_int
+
 CROWN_COLOURS = {
     "Red": (200, 30, 30),
     "Yellow": (235, 200, 30),
@@ -267,9 +269,9 @@ def generate(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Generate the built-in fine-grained bird dataset (CUB layout).")
     parser.add_argument("--out", required=True, help="folder to write into")
-    parser.add_argument("--num-classes", type=int, default=20, help="number of classes (default: 20)")
-    parser.add_argument("--images-per-class", type=int, default=60, help="images per class (default: 60)")
-    parser.add_argument("--image-size", type=int, default=128, help="image side in pixels (default: 128)")
+    parser.add_argument("--num-classes", type=positive_int, default=20, help="number of classes (default: 20)")
+    parser.add_argument("--images-per-class", type=positive_int, default=60, help="images per class (default: 60)")
+    parser.add_argument("--image-size", type=positive_int, default=128, help="image side in pixels (default: 128)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--train-fraction", type=float, default=0.5, help="fraction of each class for training (default: 0.5)"

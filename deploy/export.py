@@ -25,12 +25,13 @@ import torch
 from torch import nn
 
 from atomicfile import atomic_path, write_atomically
+from cli import InputError
 from deploy.predictor import METADATA_KEY
 
 ONNX_OPSET = 20
 
 
-class ExportMismatch(RuntimeError):
+class ExportMismatch(InputError, RuntimeError):
     """The exported file's logits differ from PyTorch's by more than the tolerance: nothing was written."""
 
 

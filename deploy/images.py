@@ -17,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from cli import InputError
 from data.cub import to_rgb
 
 MAX_BYTES = 10 * 1024 * 1024  # 10 MB
@@ -30,7 +31,7 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # a phone's multi-pictu
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-class ImageRejected(ValueError):
+class ImageRejected(InputError, ValueError):
     """Input that is not an acceptable image; `status` is the HTTP status a service answers with."""
 
     def __init__(self, message: str, status: int = 400) -> None:
@@ -111,7 +112,7 @@ def decode_bytes(img: Image.Image) -> int:
     return width * height * (depth + 3)
 
 
-class NoImagesFound(ValueError):
+class NoImagesFound(InputError, ValueError):
     """Nothing to read: the paths given hold no image files."""
 
 
@@ -131,9 +132,10 @@ def find_images(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, s
         if given.is_dir():
             found = []
             visited: set[Path] = set()
+            inside = given.resolve()
             for folder, subfolders, names in os.walk(given, followlinks=True):
                 real = Path(folder).resolve()
-                if real in visited:  # `self -> .` or `up -> ..`: a folder already walked
+                if real in visited or not real.is_relative_to(inside):  # `self -> .`, `up -> ..`, out of the folder
                     subfolders.clear()
                     continue
                 visited.add(real)

@@ -76,6 +76,25 @@ def preprocessor(metadata: dict):
     return preprocess
 
 
+def metadata_problem(metadata: object) -> str | None:
+    """What is wrong with an exported model's metadata (None: nothing): the fields the Predictor reads."""
+    if not isinstance(metadata, dict):
+        return "is not a JSON object"
+    names = metadata.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return "field class_names must be a non-empty list of strings"
+    resolution = metadata.get("resolution")
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or not 16 <= resolution <= 4096:
+        return f"field resolution must be an integer in [16, 4096], not {resolution!r}"
+    for key in ("mean", "std"):
+        value = metadata.get(key)
+        if not isinstance(value, list) or len(value) != 3 or not all(isinstance(v, int | float) for v in value):
+            return f"field {key} must be 3 numbers, not {value!r}"
+    if not all(v > 0 for v in metadata["std"]):
+        return "field std must be positive"
+    return None
+
+
 class Predictor:
     """Callable model plus its metadata; `predict(images, k)` returns the top-k per image."""
 
@@ -139,16 +158,37 @@ class Predictor:
         import onnx
         import onnxruntime as ort
 
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        try:
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        except Exception as e:  # protobuf's DecodeError and friends: a truncated or foreign file
+            raise CheckpointError(
+                f"{path}: not a readable ONNX model (truncated or corrupt?): {type(e).__name__}"
+            ) from None
         if METADATA_KEY not in props:
             raise CheckpointError(f"{path}: no '{METADATA_KEY}' metadata: not exported by export.py")
-        metadata = json.loads(props[METADATA_KEY])
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        input_name = session.get_inputs()[0].name
+        try:
+            metadata = json.loads(props[METADATA_KEY])
+        except ValueError:
+            raise CheckpointError(f"{path}: its '{METADATA_KEY}' metadata is not JSON") from None
+        problem = metadata_problem(metadata)
+        if problem:
+            raise CheckpointError(f"{path}: metadata {problem}")
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            input_name = session.get_inputs()[0].name
 
-        def run(x: np.ndarray) -> np.ndarray:
-            return session.run(None, {input_name: x})[0]
+            def run(x: np.ndarray) -> np.ndarray:
+                return session.run(None, {input_name: x})[0]
 
+            resolution = metadata["resolution"]
+            probe = run(np.zeros((1, 3, resolution, resolution), dtype=np.float32))
+        except Exception as e:  # onnxruntime's errors: a graph that does not take the metadata's input
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path}: the graph does not run on a {resolution}px input: {first}") from None
+        if probe.shape != (1, len(metadata["class_names"])):
+            raise CheckpointError(
+                f"{path}: the graph gives {probe.shape[-1]} outputs for {len(metadata['class_names'])} class names"
+            )
         return cls(run, metadata, str(path))
 
     def logits(self, images: list[Image.Image]) -> np.ndarray:

@@ -16,7 +16,6 @@ resolution (the network itself; a run's flip averaging or look-twice multiply it
 
 import argparse
 import json
-import sys
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -25,14 +24,14 @@ import torch
 from torch import nn
 
 from atomicfile import write_atomically
+from cli import positive_int, run
 from data.loaders import SizedDataset
-from deploy.requirements import MissingDependency, require
+from deploy.requirements import require
 from evaluation.timing import median_seconds
 from mobilenet import load_checkpoint, optimize_for_inference
-from mobilenet.checkpoint import CheckpointError, refuse_overwrite
+from mobilenet.checkpoint import refuse_overwrite
 from mobilenet.inference import bake_same_padding
 from mobilenet.tta import Inference
-from training.config import UsageError
 from training.view import RunView
 
 
@@ -166,8 +165,10 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description="Int8 post-training quantization: fp32 versus int8 on CPU.")
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
     p.add_argument("--data-root", default=None, help="CUB root (default: the one the run trained on)")
-    p.add_argument("--calibration-images", type=int, default=256, help="training images to calibrate on (default: 256)")
-    p.add_argument("--rounds", type=int, default=10, help="timed rounds per measurement, median (default: 10)")
+    p.add_argument(
+        "--calibration-images", type=positive_int, default=256, help="training images to calibrate on (default: 256)"
+    )
+    p.add_argument("--rounds", type=positive_int, default=10, help="timed rounds per measurement, median (default: 10)")
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
     args = p.parse_args(argv)
@@ -182,7 +183,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (UsageError, FileNotFoundError, FileExistsError, CheckpointError, MissingDependency) as e:
-        sys.exit(f"deploy.quantize: error: {e}")
+    run("deploy.quantize", main)

@@ -2,10 +2,12 @@
 
 import importlib.util
 
+from cli import InputError
+
 INSTALL = "pip install -r requirements-deploy.txt"
 
 
-class MissingDependency(ImportError):
+class MissingDependency(InputError, ImportError):
     """A package of the deploy stack is not installed."""
 
 

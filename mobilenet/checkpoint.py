@@ -13,11 +13,13 @@ Both load; a newer version is refused with a message naming it.
 
 import hashlib
 import math
+import pickle
 from pathlib import Path
 
 import torch
 
 from atomicfile import write_atomically
+from cli import InputError
 from mobilenet.common import MobileNetBase
 from mobilenet.factory import create_model
 
@@ -25,7 +27,7 @@ REQUIRED_KEYS = ("model", "model_config", "data_config", "class_names")
 FORMAT_VERSION = 2
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError, ValueError):
     """A file that is not a readable checkpoint of this project."""
 
 
@@ -99,11 +101,20 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
+    kind = _file_kind(path)
+    if kind is not None:
+        raise CheckpointError(f"{path}: {kind}, not a checkpoint (a .pt file written by train.py)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):  # torch's advice (load it unsafely) is not given here
+            raise CheckpointError(
+                f"{path}: holds Python objects other than tensors and plain data; refused (checkpoints are read "
+                "with weights_only=True)"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {_first_line(e)}") from None
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {reason}") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {_first_line(e)}") from None
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a checkpoint of this project (missing {', '.join(missing)})")
@@ -119,6 +130,39 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if problem:
         raise CheckpointError(f"{path}: {problem}")
     return state
+
+
+# The first bytes of files people mistake for a checkpoint, and what to call them.
+_MAGIC = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"RIFF", "a RIFF (WebP?) file"),
+)
+
+
+def _file_kind(path: Path) -> str | None:
+    """What a file that is plainly not a torch.save file is (None: it may be one: a zip archive or a pickle)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK") or head.startswith(b"\x80"):
+        return None
+    if len(head) >= 8 and head[4:8] == b"TFL3":
+        return "a TensorFlow Lite model (give it to --pretrained)"
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    text = head.lstrip()
+    if text.startswith((b"{", b"[")):
+        return "a JSON file"
+    if head.startswith(b"\x08") and path.suffix == ".onnx":
+        return "an ONNX model (predict.py and serve.py read it as it is)"
+    return "not a file torch.save writes" if head else "an empty file"
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 MODEL_CONFIG_KEYS = {"arch", "num_classes", "width_mult", "dropout", "round_nearest", "activation", "padding"}

@@ -33,6 +33,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from cli import InputError
 from mobilenet.common import MobileNetBase
 from mobilenet.factory import create_model
 from mobilenet.interop import load_timm_mobilenetv1, load_torchvision_mobilenet_v2
@@ -126,6 +127,8 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         first_line = (str(e).strip().splitlines() or [""])[0][:200]
+        if "Weights only load failed" in first_line:  # torch's advice (load it unsafely) is not given here
+            first_line = "it holds Python objects beyond tensors and plain data, refused (read with weights_only=True)"
         raise ValueError(f"{path}: not a readable PyTorch state_dict ({type(e).__name__}: {first_line})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -178,21 +181,31 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class StartUnavailable(InputError, RuntimeError):
+    """A named start that cannot be had here: no network, an unwritable hub folder, a wrong checksum."""
+
+
 def fetch(download: Download) -> Path:
     """The file of `download` in torch.hub's checkpoints folder, downloaded there first if missing; its SHA-256
     is checked either way (a mismatch or no network: a RuntimeError naming the URL and the local path)."""
     local = Path(torch.hub.get_dir()) / "checkpoints" / download.filename
     if not local.is_file():
-        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            local.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StartUnavailable(
+                f"cannot make torch.hub's folder {local.parent} ({e.strerror}): set TORCH_HOME to a writable "
+                f"folder, or put {download.filename} there"
+            ) from None
         try:  # writes to a temporary file and moves it into place: never a partial file at `local`
             torch.hub.download_url_to_file(download.url, str(local), progress=False)
         except OSError as e:  # URLError is an OSError: no network, DNS failure, refused connection
-            raise RuntimeError(
+            raise StartUnavailable(
                 f"could not download {download.url} ({e}); on a machine without internet, put the file at {local}"
             ) from None
     found = _sha256(local)
     if found != download.sha256:
-        raise RuntimeError(
+        raise StartUnavailable(
             f"{local}: SHA-256 {found}, expected {download.sha256} (the file of {download.url}); delete it to "
             "download it again"
         )
@@ -217,12 +230,36 @@ def labels_beside(path: Path, outputs: int) -> list[str] | None:
     return fitting[0] if len(fitting) == 1 else None
 
 
+def _line_count(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip())
+
+
+def labels_problem(path: Path, outputs: int) -> str:
+    """Why `labels_beside` found no labels for a file's `outputs` outputs, naming the files it looked at."""
+    files = sorted(path.parent.glob("*labels*.txt"))
+    fitting = [f.name for f in files if read_labels(f, outputs)]
+    if len(fitting) > 1:
+        return f"{len(fitting)} labels files beside it fit its {outputs} outputs ({', '.join(fitting)}): keep one"
+    seen = ", ".join(f"{f.name}: {_line_count(f)} lines" for f in files[:4])
+    return f"no *labels*.txt beside it has one line per output ({outputs})" + (f"; found {seen}" if seen else "")
+
+
 def is_bird_start(spec: str | Path) -> bool:
-    """Whether `--pretrained spec` is Google's iNaturalist-birds file (by name, or a local copy by SHA-256)."""
+    """Whether `--pretrained spec` is Google's iNaturalist-birds file (by name, or a local copy by SHA-256). A
+    file with its name but another SHA-256 (a damaged or edited copy) is a StartUnavailable error: it would
+    silently get another recipe."""
     if str(spec) == "inat-birds":
         return True
     path = Path(spec)
-    return path.suffix == ".tflite" and path.is_file() and _sha256(path) == INAT_BIRDS.sha256
+    if not (path.suffix == ".tflite" and path.is_file()):
+        return False
+    same = _sha256(path) == INAT_BIRDS.sha256
+    if not same and path.name == INAT_BIRDS.filename:
+        raise StartUnavailable(
+            f"{path}: named as Google's iNaturalist-birds file but its SHA-256 is not the published one "
+            f"({INAT_BIRDS.sha256[:12]}...): a damaged or different copy; fetch it again with --pretrained inat-birds"
+        )
+    return same
 
 
 def resolve_start(spec: str | Path) -> Path | None:
@@ -273,14 +310,3 @@ def transplant_head(model: MobileNetBase, source: nn.Linear, rows: list[list[int
             if outputs:
                 head.weight[k] = source.weight[outputs].mean(0)
                 head.bias[k] = source.bias[outputs].mean() + math.log(len(outputs))
-
-
-def species_rows(head: nn.Module, labels: list[str] | None, class_names: list[str]) -> list[list[int]] | None:
-    """Per class name, the outputs of a pretrained `head` with output names `labels` that are that species
-    (`data.species_map`), or None when the start brings no labels or none of the classes is in it."""
-    from data.species_map import output_rows
-
-    if labels is None or not isinstance(head, nn.Linear):
-        return None
-    rows = output_rows(class_names, labels)
-    return rows if any(rows) else None

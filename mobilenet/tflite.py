@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cli import InputError
 from layers import ConvBNAct
 from mobilenet.common import MobileNetBase
 from mobilenet.factory import create_model
@@ -39,7 +40,7 @@ V1_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 V2_WIDTHS = (1.0, 0.75, 0.5, 0.35, 1.3, 1.4)
 
 
-class TFLiteImportError(ValueError):
+class TFLiteImportError(InputError, ValueError):
     """The file is not a MobileNet V1/V2 graph that our models can reproduce."""
 
 

@@ -71,7 +71,9 @@ def test_help_shows_every_default():
     text = " ".join(train.get_args_parser().format_help().split())
     assert "(default: None)" not in text
     assert "base learning rate (default: 0.05 from scratch, 0.005 with --pretrained)" in text
-    assert "(default: True (False from inat-birds))" in text  # --transplant-head: the bird recipe's own value
+    # --test-hflip: the fine-tuning recipe's value, and the bird recipe's own
+    assert default_text("test_hflip") == "False from scratch, True with --pretrained (False from inat-birds)"
+    assert "average with the mirror image (default: False from scratch, True with --pretrained" in text
     assert OPTIONS["lr"].metadata["help"] == "base learning rate"  # recipe values come from RECIPES, not typed
 
 
@@ -102,8 +104,9 @@ def test_every_option_is_declared_once_and_reaches_the_record_the_help_and_the_r
     for name in OPTIONS:
         action = next(a for a in parser._actions if a.dest == name)
         assert flag_of(name) in action.option_strings and f"(default: {default_text(name)})" in str(action.help)
-        # The data root is resolved by train.py (find_data_root); --device-pipeline excludes --color-jitter.
-        if name not in ("data_root", "val_fraction", "device_pipeline"):
+        # The data root is resolved by train.py (find_data_root); --device-pipeline excludes --color-jitter,
+        # --probe-head --transplant-head.
+        if name not in ("data_root", "val_fraction", "device_pipeline", "transplant_head"):
             flag, expected[name] = _sample(name)
             argv += flag
     config = resolve_config(vars(parser.parse_args(argv)), data_root="/d", builtin_data=False)

@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 
 import train
+from cli import UsageError
 from data.cub import CUB200
 from data.loaders import SeededSampler
 from data.prepare import packed_dataset
 from data.transforms import train_transform
 from mobilenet.common import IMAGENET_MEAN, IMAGENET_STD
 from tests.conftest import tiny_train_args
-from training.config import UsageError
 from training.device_pipeline import DeviceBatches, resize_weights
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,17 +256,19 @@ def test_train_reports_bad_starts_classes_and_splits_in_one_line(tiny_synthetic_
     all_test = shutil.copytree(tiny_synthetic_root, tmp_path / "all_test")
     split = all_test / "train_test_split.txt"
     split.write_text("".join(f"{line.split()[0]} 0\n" for line in split.read_text().splitlines()))
-    cases = [
-        (["--pretrained", str(tmp_path / "evil.pth")], "evil.pth: not a readable PyTorch state_dict"),
-        (["--pretrained", str(tmp_path / "other.pth")], "other.pth: neither torchvision"),
-        (["--classes", "999"], "--classes 999: classes [999] are not in"),
-        (["--data-root", str(latin)], "classes.txt:5: not UTF-8 text (byte 0xe9)"),
-        (["--data-root", str(all_test)], "no training images"),
+    cases = [  # exit 2 for a bad option value, 1 for a file that cannot be used (cli's documented statuses)
+        (["--pretrained", str(tmp_path / "evil.pth")], "evil.pth: not a readable PyTorch state_dict", 2),
+        (["--pretrained", str(tmp_path / "other.pth")], "other.pth: neither torchvision", 2),
+        (["--classes", "999"], "--classes 999: classes [999] are not in", 2),
+        (["--data-root", str(latin)], "classes.txt:5: not UTF-8 text (byte 0xe9)", 1),
+        (["--data-root", str(all_test)], "no training images", 2),
     ]
-    for extra, words in cases:
+    for extra, words, status in cases:
         args = ["train.py", "--data-root", str(tiny_synthetic_root), "--workers", "0", "--epochs", "1", *extra]
         result = run_cli(*args, "--out", str(tmp_path / "run"))
-        assert result.returncode == 1 and words in one_line_error(result, "train.py"), (extra, result.stderr[-800:])
+        line = one_line_error(result, "train.py")
+        assert result.returncode == status and words in line, (extra, result.stderr[-800:])
+        assert "weights_only` set to `False" not in line
         assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
@@ -503,7 +506,7 @@ def test_the_run_folder_is_locked_cleaned_and_repaired_on_resume(tiny_synthetic_
     try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = run_cli("train.py", *tiny_train_args(tiny_synthetic_root, run, "--val-fraction", "0", "--resume"))
-        assert result.returncode == 1 and "another train.py is writing" in one_line_error(result, "train.py")
+        assert result.returncode == 2 and "another train.py is writing" in one_line_error(result, "train.py")
     finally:
         os.close(held)
     (run / ".last.pt.killed.tmp").write_bytes(b"")  # what SIGKILL during a checkpoint write leaves
@@ -539,7 +542,7 @@ def test_evaluate_split_val_of_a_refit_is_one_line(tiny_synthetic_root, tmp_path
     run = tmp_path / "refit"
     train.main(tiny_train_args(tiny_synthetic_root, run, "--val-fraction", "0", "--epochs", "1"))
     result = run_cli("evaluate.py", "--checkpoint", str(run / "best.pt"), "--split", "val", "--no-plots")
-    assert result.returncode == 1 and "the run has no validation split" in one_line_error(result, "evaluate.py")
+    assert result.returncode == 2 and "the run has no validation split" in one_line_error(result, "evaluate.py")
 
 
 def test_a_broken_photo_in_the_data_is_one_line_and_leaves_a_restartable_folder(tiny_synthetic_root, tmp_path):
@@ -667,7 +670,7 @@ def test_a_file_size_limit_is_one_line_and_leaves_a_folder_that_starts_again(tin
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300, preexec_fn=limited)
     assert result.returncode == 1
     line = one_line_error(result, "train.py")
-    assert "File too large" in line and "intact" in line
+    assert "File too large" in line and "unchanged" in line
     assert not (out / "last.pt").exists() and not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     train.main(tiny_train_args(tiny_synthetic_root, out, "--epochs", "1"))  # the same command again: no --force
     assert (out / "last.pt").is_file()
@@ -689,9 +692,9 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_old_checkpoint_stay
     monkeypatch.setattr(sys, "argv", ["train.py", *tiny_train_args(tiny_synthetic_root, out)])
     with pytest.raises(SystemExit) as exit_:
         train.cli()
-    message = str(exit_.value.code)
-    assert message.startswith("train.py: error: No space left on device") and "intact" in message, message
-    assert "\n" not in message and "Traceback" not in capsys.readouterr().err
+    message = capsys.readouterr().err
+    assert exit_.value.code == 1 and message.count("\n") == 1 and "Traceback" not in message, message
+    assert message.startswith("train.py: error: No space left on device") and "unchanged" in message, message
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.undo()
     assert load_checkpoint(out / "last.pt")[1]["epoch"] == 1  # epoch 1's file, whole: it loads, its checksum holds
@@ -770,3 +773,365 @@ def test_files_the_project_writes_get_the_umask_s_permissions_not_owner_only(tmp
         os.umask(previous)
     for name in ("m.pt", "config.json", "plain"):
         assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+@pytest.mark.parametrize(
+    "command, args, flag",
+    [
+        ("serve.py", ["--max-concurrent", "0"], "--max-concurrent"),
+        ("serve.py", ["--max-concurrent", "-1"], "--max-concurrent"),
+        ("serve.py", ["--port", "70000"], "--port"),
+        ("serve.py", ["--max-bytes", "0"], "--max-bytes"),
+        ("export.py", ["--verify-count", "0"], "--verify-count"),
+        ("export.py", ["--verify-count", "-1"], "--verify-count"),
+        ("export.py", ["--tolerance", "nan"], "--tolerance"),
+        ("evaluate.py", ["--gradcam", "-1"], "--gradcam"),
+        ("evaluate.py", ["--latency-rounds", "0"], "--latency-rounds"),
+        ("evaluate.py", ["--batch-size", "0"], "--batch-size"),
+        ("evaluate.py", ["--workers", "-1"], "--workers"),
+        ("predict.py", ["x.jpg", "--batch-size", "0"], "--batch-size"),
+        ("-m deploy.quantize", ["--calibration-images", "0"], "--calibration-images"),
+    ],
+)
+def test_numeric_options_out_of_range_are_one_usage_line_before_any_work(command, args, flag, tmp_path):
+    """Issue #35, cause 5: every command's counts, ports and tolerances are checked by shared argument types
+    (`cli.positive_int`, `port`, `positive_float`, ...) when parsed: exit 2 and argparse's line naming the flag,
+    before a model is loaded (the checkpoint here does not even exist)."""
+    result = run_cli(*command.split(), "--checkpoint", str(tmp_path / "none.pt"), *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"argument {flag}" in result.stderr.splitlines()[-1], result.stderr
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("bad.yaml", b"epochs: [1, 2\n", "not valid YAML"),
+        ("bad.json", b'{"epochs": 3,}', "not valid JSON"),
+        ("latin1.yaml", "epochs: 3 # caf\u00e9\n".encode("latin-1"), "not UTF-8"),
+        ("evil.yaml", b"epochs: !!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),
+        (
+            "bomb.yaml",
+            b"a: &a [1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b]\n"
+            b"d: &d [*c,*c,*c,*c,*c,*c,*c,*c]\nepochs: [*d,*d,*d,*d,*d,*d,*d,*d]\n",
+            "unknown option",
+        ),
+        ("bomb2.yaml", b"epochs: [&a [1,1,1,1,1,1,1,1], *a, *a, *a, *a, *a, *a, *a]\n", "--epochs must be int"),
+        ("seed.yaml", b"seed: 100000000000000000000\n", "--seed must be in"),
+    ],
+)
+def test_a_broken_or_hostile_config_file_is_one_line_naming_it(tmp_path, name, content, expected):
+    """Issue #35, cause 10: syntax errors, a non-UTF-8 file and a `!!python` tag are one line naming the file
+    (the tag is never executed: safe loading), a value's repetition is bounded, an over-long seed is a range
+    error."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = run_cli("train.py", "--config", str(path), "--out", str(tmp_path / "run"))
+    line = one_line_error(result, "train.py")
+    assert result.returncode == 2 and expected in line and len(line) < 400, line
+    assert "pwned" not in result.stdout and not (tmp_path / "run").exists()
+
+
+def test_predict_into_a_closed_pipe_or_a_full_device_is_quiet_or_one_line(tiny_checkpoint, tmp_path):
+    """Issue #35, cause 13: `predict.py DIR | head -1` ends quietly (141, as SIGPIPE would) and `--json >
+    /dev/full` is one line, not a traceback."""
+    for i in range(30):
+        (tmp_path / f"{i}.jpg").write_bytes(jpeg_bytes((40, 30)))
+    command = [sys.executable, "predict.py", str(tmp_path), "--checkpoint", str(tiny_checkpoint)]
+    piped = subprocess.run(
+        f"{' '.join(command)} | head -1",
+        shell=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        executable="/bin/bash",
+        timeout=300,
+    )
+    assert len(piped.stdout.splitlines()) == 1 and "Traceback" not in piped.stderr, piped.stderr[-2000:]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [*command, "--json"], cwd=REPO, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300
+        )
+    line = one_line_error(result, "predict.py")
+    assert result.returncode == 1 and "No space left on device" in line
+
+
+def test_a_photo_a_json_file_or_a_tflite_model_given_as_a_checkpoint_is_named_for_what_it_is(tmp_path):
+    """Issue #35, cause 12: not "truncated or corrupt" with torch's advice to load it unsafely, but what the
+    file is."""
+    from mobilenet.checkpoint import read_checkpoint
+
+    cases = {
+        "photo.pt": (jpeg_bytes((20, 20)), "a JPEG image"),
+        "config.json": (b'{"epochs": 3}', "a JSON file"),
+        "model.tflite": (b"\x1c\x00\x00\x00TFL3" + bytes(64), "a TensorFlow Lite model"),
+        "empty.pt": (b"", "an empty file"),
+    }
+    for name, (content, expected) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError, match=expected) as error:
+            read_checkpoint(tmp_path / name)
+        assert "weights_only" not in str(error.value) and "corrupt" not in str(error.value)
+    import datetime
+
+    torch.save({"model": datetime.datetime(2026, 1, 1)}, tmp_path / "pickled.pt")  # an object beyond plain data
+    with pytest.raises(CheckpointError, match="refused") as error:
+        read_checkpoint(tmp_path / "pickled.pt")
+    assert "weights_only=False" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_transplant_that_cannot_transplant_is_one_line_not_silent(tiny_synthetic_root, tmp_path):
+    """Issue #35, cause 2: `--transplant-head` with no start, with a start whose labels are missing, ambiguous
+    or of the wrong length, or with two outputs of one species' name, used to train on silently with a fresh
+    head while config.json recorded `transplant_head: true`. Each is now a usage error naming the cause."""
+    from references.tiny_tflite import write_mobilenet_tflite
+
+    start = write_mobilenet_tflite(tmp_path / "birds.tflite", "v2", 0.35, 48, classes=3)
+    base = [a for a in tiny_train_args(tiny_synthetic_root, tmp_path / "run") if a not in ("--arch", "--width", "0.25")]
+    base = [a for a in base if a != "v2"]
+
+    def error(*extra: str) -> str:
+        with pytest.raises(train.UsageError) as caught:
+            train.main([*base, "--transplant-head", "--epochs", "0", *extra])
+        assert not (tmp_path / "run" / "config.json").exists()
+        return str(caught.value)
+
+    assert "needs --pretrained" in error()
+    assert "no *labels*.txt beside it has one line per output (3)" in error("--pretrained", str(start))
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    assert "labels.txt: 2 lines" in error("--pretrained", str(start))
+    species = ["Phoebastria nigripes (Black-footed Albatross)", "Phoebastria immutabilis (Laysan Albatross)"]
+    (tmp_path / "labels.txt").write_text("\n".join([species[0], species[0], species[1]]))
+    assert "none of the 4 classes is among" in error("--pretrained", str(start))  # the tiny set's birds are not CUB's
+    (tmp_path / "other_labels.txt").write_text("x\ny\nz\n")
+    assert "2 labels files beside it fit" in error("--pretrained", str(start))
+    from data.species_map import species_rows  # a CUB species named by two outputs: which one?
+
+    with pytest.raises(ValueError, match="names 2 outputs"):
+        species_rows(torch.nn.Linear(4, 3), [species[0], species[0], species[1]], ["Black-footed Albatross"])
+
+
+def test_a_named_start_with_an_unusable_hub_folder_is_one_line(tmp_path):
+    """Issue #35, cause 3: predict.py with `inat-birds` and a torch.hub folder that cannot be made printed two
+    chained tracebacks; now one line naming the folder and what to do (no network is touched: the folder
+    fails first)."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    env = dict(os.environ, TORCH_HOME=str(blocker / "hub"))
+    photo = tmp_path / "bird.jpg"
+    photo.write_bytes(jpeg_bytes((40, 30)))
+    for command in (["predict.py", str(photo)], ["train.py", "--epochs", "0", "--out", str(tmp_path / "r")]):
+        result = subprocess.run(
+            [sys.executable, *command, "--checkpoint" if command[0] == "predict.py" else "--pretrained", "inat-birds"],
+            cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+        )  # fmt: skip
+        line = one_line_error(result, command[0])
+        assert "TORCH_HOME" in line and str(blocker) in line, line
+
+
+def test_a_damaged_copy_of_the_bird_file_is_refused_not_given_another_recipe(tiny_synthetic_root, tmp_path):
+    """Issue #35, cause 11: the bird recipe is chosen by the file's SHA-256, so a damaged copy under the bird
+    file's name silently trained with the ImageNet recipe. Now it is one line, and every run logs its recipe."""
+    from mobilenet.pretrained import INAT_BIRDS, StartUnavailable
+    from references.tiny_tflite import write_mobilenet_tflite
+
+    damaged = write_mobilenet_tflite(tmp_path / INAT_BIRDS.filename, "v2", 0.35, 48, classes=3)
+    args = ["--data-root", str(tiny_synthetic_root), "--out", str(tmp_path / "run"), "--epochs", "0"]
+    with pytest.raises(StartUnavailable, match="not the published one"):
+        train.main([*args, "--pretrained", str(damaged), "--workers", "0"])
+    renamed = damaged.rename(tmp_path / "other.tflite")
+    result = run_cli("train.py", *args, "--pretrained", str(renamed), "--workers", "0", "--no-progress")
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0 and f"recipe: finetune (chosen by --pretrained {renamed})" in lines, result.stdout
+
+
+def test_evaluate_leaves_no_partial_folder_and_reads_an_untrained_start(tiny_synthetic_root, tmp_path):
+    """Issue #35, cause 14, and #34: a failing evaluate.py left a partial eval-test/ that blocked the rerun;
+    an `--epochs 0` checkpoint (the zero-shot start) ended in KeyError 'train_loss'."""
+    from references.tiny_tflite import write_mobilenet_tflite
+
+    start = write_mobilenet_tflite(tmp_path / "start.tflite", "v2", 0.35, 48, classes=3)
+    args = ["--data-root", str(tiny_synthetic_root), "--out", str(tmp_path / "run"), "--epochs", "0", "--workers", "0"]
+    train.main([*args, "--pretrained", str(start)])
+    checkpoint = tmp_path / "run" / "last.pt"
+    common = [
+        "evaluate.py",
+        "--checkpoint",
+        str(checkpoint),
+        "--gradcam",
+        "1",
+        "--latency-rounds",
+        "1",
+        "--workers",
+        "0",
+    ]
+    broken = run_cli(*common, "--data-root", str(tmp_path / "nowhere"))
+    assert broken.returncode != 0 and "Traceback" not in broken.stderr
+    assert not (tmp_path / "run" / "eval-test").exists()
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".partial")]
+    result = run_cli(*common)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no training curves" in result.stdout and (tmp_path / "run" / "eval-test" / "metrics.json").is_file()
+
+
+def test_compare_refuses_runs_tested_on_different_data(tiny_synthetic_root, tmp_path):
+    """Issue #35, cause 6: `evaluate.py --compare` ranked runs trained on different classes in one table."""
+    import evaluate
+
+    for name, classes in (("a", "1-3"), ("b", "1-2")):
+        train.main(tiny_train_args(tiny_synthetic_root, tmp_path / name, "--epochs", "1", "--classes", classes))
+    with pytest.raises(train.UsageError, match="trained on different data"):
+        evaluate.main(["--compare", str(tmp_path / "a" / "last.pt"), str(tmp_path / "b" / "last.pt"),
+                       "--out", str(tmp_path / "cmp")])  # fmt: skip
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_a_damaged_packed_cache_heals_itself_and_can_live_outside_the_checkout(tiny_synthetic_root, tmp_path):
+    """Issue #35, cause 8: a truncated pixel file or index was a traceback whose advice nothing could follow, and
+    a zeroed pixel file trained on black photos silently. Each is now detected at open (the index keeps a
+    digest of samples of the pixel file) and rebuilt; `--cache-dir` puts the cache anywhere."""
+    from data.prepare import packed_dataset
+
+    dataset = CUB200(tiny_synthetic_root, "train")
+    cache = tmp_path / "cache"
+    first = packed_dataset(dataset, size=32, cache_dir=cache, workers=0, log=lambda _: None)
+    reference = first[0][0].clone()
+    pixels, index = first.index_path.with_suffix(".u8"), first.index_path
+    damages = {
+        "truncated pixels": lambda: pixels.write_bytes(pixels.read_bytes()[:1000]),
+        "zeroed pixels": lambda: pixels.write_bytes(bytes(pixels.stat().st_size)),
+        "truncated index": lambda: index.write_text(index.read_text()[:50]),
+        "missing pixels": lambda: pixels.unlink(),
+    }
+    for name, damage in damages.items():
+        damage()
+        lines: list[str] = []
+        healed = packed_dataset(dataset, size=32, cache_dir=cache, workers=0, log=lines.append)
+        assert any("damaged" in line and "rebuilding" in line for line in lines), (name, lines)
+        assert torch.equal(healed[0][0], reference), name
+    args = tiny_train_args(tiny_synthetic_root, tmp_path / "run", "--epochs", "1", "--cache")
+    train.main([*args, "--cache-dir", str(tmp_path / "elsewhere")])
+    assert list((tmp_path / "elsewhere").rglob("train-*.u8"))
+
+
+def test_the_species_map_tool_refuses_bad_inputs_and_a_bad_row_names_its_line(tmp_path):
+    """Issue #35, cause 7: `python -m data.species_map` replaced the committed 200-row map from an empty or
+    3-line classes.txt with exit 0, wrote in place, and malformed inputs or a hand-edited bad row were
+    tracebacks (later in train.py --transplant-head too)."""
+    from data.species_map import MAP_FILE, read_map
+
+    committed = MAP_FILE.read_bytes()
+    labels = tmp_path / "labels.txt"
+    labels.write_text("Phoebastria nigripes (Black-footed Albatross)\nbackground\n")
+    cases = {
+        "empty.txt": ("", "not CUB-200's full classes.txt"),
+        "three.txt": ("1 001.Black_footed_Albatross\n2 002.Laysan_Albatross\n3 003.Sooty_Albatross\n", "ids 1-200"),
+        "bad.txt": ("1 001.Black_footed_Albatross\nnonsense\n", "bad.txt:2"),
+    }
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        result = run_cli("-m", "data.species_map", str(labels), str(tmp_path / name))
+        assert result.returncode == 2 and expected in one_line_error(result, "data.species_map"), result.stderr
+    (tmp_path / "latin1.txt").write_bytes("1 001.caf\u00e9\n".encode("latin-1"))
+    result = run_cli("-m", "data.species_map", str(labels), str(tmp_path / "latin1.txt"))
+    assert "not UTF-8" in one_line_error(result, "data.species_map")
+    assert MAP_FILE.read_bytes() == committed
+    edited = tmp_path / "map.tsv"
+    lines = committed.decode().splitlines()
+    row = next(i for i, line in enumerate(lines) if "\tspecies\t" in line)
+    lines[row] = lines[row].replace("\tspecies\t", "\tspecie\t")
+    edited.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"map.tsv:{row + 1}: not a row"):
+        read_map(edited)
+
+
+@requires_deploy
+def test_a_broken_or_inconsistent_onnx_model_is_refused_at_load(tiny_checkpoint, tiny_synthetic_root, tmp_path):
+    """Issue #35, cause 4: a truncated .onnx or a missing metadata field was a traceback at load; fewer class
+    names than outputs, or a resolution unlike the graph's, started the service and then answered 500 to every
+    request. The metadata is now checked against the graph at load (one line, `predict.py` exits 2)."""
+    import onnx
+
+    import export
+    from deploy.predictor import METADATA_KEY, Predictor
+
+    good = tmp_path / "model.onnx"
+    export.main(["--checkpoint", str(tiny_checkpoint), "--out", str(good), "--images",
+                 str(tiny_synthetic_root / "images"), "--verify-count", "2"])  # fmt: skip
+    assert Predictor.load(good).class_names
+
+    def variant(name: str, change):
+        proto = onnx.load(str(good))
+        entry = next(p for p in proto.metadata_props if p.key == METADATA_KEY)
+        metadata = json.loads(entry.value)
+        change(metadata)
+        entry.value = json.dumps(metadata)
+        onnx.save(proto, str(tmp_path / name))
+        return tmp_path / name
+
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(good.read_bytes()[:3000])
+    cases = {
+        truncated: "not a readable ONNX model",
+        variant("fewer.onnx", lambda m: m.update(class_names=m["class_names"][:-1])): "outputs for",
+        variant("size.onnx", lambda m: m.update(resolution=m["resolution"] + 32)): "does not run on",
+        variant("nomean.onnx", lambda m: m.pop("mean")): "field mean",
+    }
+    photo = tmp_path / "bird.jpg"
+    photo.write_bytes(jpeg_bytes((40, 30)))
+    for path, expected in cases.items():
+        with pytest.raises(CheckpointError, match=expected):
+            Predictor.load(path)
+    result = run_cli("predict.py", str(photo), "--checkpoint", str(truncated), "--json")
+    assert result.returncode == 2 and "not a readable ONNX model" in one_line_error(result, "predict.py")
+
+
+def test_small_deviations_links_and_fractions(tiny_synthetic_root, tiny_checkpoint, tmp_path):
+    """Issue #35, cause 15: a CUB root of per-file links was refused as "leads outside"; predict.py on a folder
+    followed a link to `..` out of it; `--val-fraction 1/3`, as the docs write it, was refused."""
+    import predict
+    from training.config import resolve_config
+
+    root = tmp_path / "linked" / "CUB_200_2011"
+    root.mkdir(parents=True)
+    for path in sorted(tiny_synthetic_root.rglob("*")):
+        target = root / path.relative_to(tiny_synthetic_root)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif path.suffix == ".jpg":
+            target.symlink_to(path)  # a link to a photo kept elsewhere
+        else:
+            target.write_bytes(path.read_bytes())
+    assert len(CUB200(root, "train")) == len(CUB200(tiny_synthetic_root, "train"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"{i}.jpg").write_bytes(jpeg_bytes((40, 30)))
+    (folder / "up").symlink_to(tmp_path)  # leads out of the folder (and back into it)
+    for i in range(5):
+        (tmp_path / f"outside{i}.jpg").write_bytes(jpeg_bytes((40, 30)))
+    results = predict.main([str(folder), "--checkpoint", str(tiny_checkpoint), "--json"])
+    assert sorted(Path(r["image"]).name for r in results) == ["0.jpg", "1.jpg"]
+    parser = train.get_args_parser()
+    flags = vars(parser.parse_args(["--val-fraction", "1/3"]))
+    config = resolve_config(flags, data_root=str(tiny_synthetic_root), builtin_data=False)
+    assert config.val_fraction == pytest.approx(1 / 3)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--val-fraction", "1/0"])
+
+
+def test_the_bench_wrappers_report_in_one_line(tmp_path):
+    """Issue #35, cause 9: `bench.report` before any `pytest bench` was a traceback, `bench.finegrained --only
+    <typo>` exited 0 having run nothing, and a failing train.py run was hidden under a CalledProcessError
+    traceback (now `bench.harness.train_run` raises an InputError whose one line points at train.py's)."""
+    from bench.harness import train_run
+    from cli import InputError
+
+    result = run_cli("-m", "bench.report", str(tmp_path / "latest.json"))
+    assert result.returncode == 2 and "run `pytest bench` first" in one_line_error(result, "bench.report")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    result = run_cli("-m", "bench.report", str(tmp_path / "bad.json"))
+    assert "not a pytest-benchmark JSON file" in one_line_error(result, "bench.report")
+    result = run_cli("-m", "bench.finegrained", "--only", "defualt", "--data-root", str(tmp_path))
+    assert result.returncode == 2 and "--only defualt: no such run" in one_line_error(result, "bench.finegrained")
+    with pytest.raises(InputError, match="train.py stopped on run"):
+        train_run(tmp_path / "run", tmp_path / "no-such-root", ["--epochs", "1"])

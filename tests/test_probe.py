@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 import train
+from cli import UsageError
 from mobilenet import load_checkpoint
 from references.models import TorchvisionStyleMobileNetV2
 from tests.conftest import tiny_train_args
-from training.config import UsageError
 from training.probe import HOLDOUT, fit_logistic, fit_probe, stratified_holdout
 
 

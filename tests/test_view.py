@@ -8,11 +8,11 @@ import torch
 
 import evaluate
 import train
+from cli import UsageError
 from data.cub import CUB200
 from data.transforms import eval_transform
 from mobilenet import load_checkpoint
 from mobilenet.tta import Inference
-from training.config import UsageError
 from training.view import RunView
 
 

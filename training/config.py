@@ -13,21 +13,18 @@ commands read back (`RunConfig.dataset`, `RunConfig.inference`).
 import argparse
 import dataclasses
 import math
+import reprlib
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cli import UsageError
 from data.cub import CUB200, fold_count
 from data.loaders import parse_classes
 from mobilenet.tta import Inference
 from training.optim import OPTIMIZERS
 from training.schedules import SCHEDULES, Schedule
-
-
-class UsageError(ValueError):
-    """An invalid option or input, for every command: reported as one line naming the flag or file, before any
-    work."""
 
 
 def option(default: Any, help: str, group: str, *, choices: tuple = (), resumable: bool = False, **more: Any) -> Any:
@@ -37,6 +34,15 @@ def option(default: Any, help: str, group: str, *, choices: tuple = (), resumabl
     return dataclasses.field(
         default=default, metadata=dict(help=help, group=group, choices=choices, resumable=resumable, **more)
     )
+
+
+def _fraction(text: str) -> float:
+    """A number, or a fraction as docs write it: `0.2`, `1/3`."""
+    numerator, slash, denominator = text.partition("/")
+    try:
+        return float(numerator) / float(denominator) if slash else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"expected a number or a fraction such as 1/3, got {text!r}") from None
 
 
 def _class_ids(text: str) -> tuple[int, ...] | None:
@@ -82,9 +88,9 @@ class RunConfig:
         default_text="none, from scratch",
     )
     transplant_head: bool = option(
-        True,
+        False,
         "start each class that the --pretrained file's labels name (data/cub200_inat_birds.tsv) from that "
-        "species' row of the file's head; the other classes start fresh",
+        "species' row of the file's head; the other classes start fresh (needs the file's labels beside it)",
         "model",
     )
     probe_head: bool = option(
@@ -110,8 +116,10 @@ class RunConfig:
     )
     val_fraction: float = option(
         VAL_FRACTION,
-        "fraction of each class's training images held out to choose best.pt (0: none, best.pt = last epoch)",
+        "fraction of each class's training images held out to choose best.pt (0: none, best.pt = last epoch; "
+        "1/3 is one third)",
         "data",
+        parse=_fraction,
         check=lambda v: 0 <= v < 1,
         rule="in [0, 1)",
     )
@@ -123,6 +131,13 @@ class RunConfig:
     )
     workers: int = option(2, "data-loading processes", "data", resumable=True, check=lambda v: v >= 0, rule=">= 0")
     cache: bool = option(False, "use (and build if needed) the packed uint8 cache", "data", resumable=True)
+    cache_dir: str = option(
+        "",
+        "folder of the packed cache (for a read-only checkout)",
+        "data",
+        resumable=True,
+        default_text=".cache/packed in the checkout",
+    )
     device_pipeline: bool | None = option(
         None,
         "with --cache: crop, flip and normalise training batches on the training device (training/device_pipeline.py)",
@@ -203,7 +218,13 @@ class RunConfig:
     schedule: str = option("cosine", "learning-rate schedule", "schedule", choices=SCHEDULES)
     warmup_epochs: float = option(2.0, "linear warm-up", "schedule", check=lambda v: v >= 0, rule=">= 0")
     # run
-    seed: int = option(0, "random seed (initial weights, validation split, every epoch's draws)", "run")
+    seed: int = option(
+        0,
+        "random seed (initial weights, validation split, every epoch's draws)",
+        "run",
+        check=lambda v: 0 <= v < 2**31,
+        rule="in [0, 2^31)",
+    )
     device: str = option("auto", "device", "run", choices=("auto", "cpu", "cuda", "mps"), resumable=True)
     out: str = option("", "run folder", "run", resumable=True, default_text="runs/<arch>-<width>-<resolution>")
     eval_every: int = option(
@@ -285,7 +306,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "finetune": FINETUNE,
     # The bird expert (`--pretrained inat-birds` or its file, known by its SHA-256): a fresh head and one plain
     # pass, chosen by 3-fold cross-validation on cub20's training images (docs/bird-expert.md).
-    "finetune-birds": {**FINETUNE, "transplant_head": False, "test_hflip": False, "look_twice": False},
+    "finetune-birds": {**FINETUNE, "test_hflip": False, "look_twice": False},
 }
 
 
@@ -415,6 +436,10 @@ def precision(config: RunConfig, device_type: str) -> tuple[str, bool]:
     return amp, channels_last
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring = 2, 3, 3, 40
+
+
 def check_types(values: Mapping[str, Any]) -> None:
     """UsageError naming the flag of a value of the wrong type (a `--config` file is not type-checked by argparse)."""
     for name, value in values.items():
@@ -425,7 +450,8 @@ def check_types(values: Mapping[str, Any]) -> None:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             ok = True
         if not ok:
-            raise UsageError(f"{flag_of(name)} must be {kind.__name__}, got {value!r}")
+            shown = _SHORT.repr(value)  # bounded: a --config alias bomb would repeat itself millions of times
+            raise UsageError(f"{flag_of(name)} must be {kind.__name__}, got {shown}")
 
 
 def check(c: RunConfig) -> None:

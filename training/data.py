@@ -71,6 +71,7 @@ def make_loaders(
             classes=classes,
             cache=config.cache,
             cache_size=cache_size,
+            cache_dir=config.cache_dir,
             workers=config.workers,
             log=log,
             val_fraction=config.val_fraction,

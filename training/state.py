@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from atomicfile import write_atomically
+from cli import UsageError
 from mobilenet.checkpoint import (
     CheckpointError,
     make_checkpoint,
@@ -25,7 +26,7 @@ from mobilenet.checkpoint import (
     save_checkpoint,
 )
 from mobilenet.common import MobileNetBase
-from training.config import RunConfig, UsageError, check_resume
+from training.config import RunConfig, check_resume
 from training.ema import ModelEMA
 from training.runtime import barrier, rng_states, set_rng_states
 
@@ -50,10 +51,10 @@ def check_resumable(state: dict, epochs: int, path: Path) -> None:
     """UsageError unless `state` holds what a resume needs, at an epoch within the run's `epochs`."""
     epoch = state.get("epoch")
     if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= epochs:
-        raise UsageError(f"--resume {path}: its epoch {epoch!r} is not a whole number in 0..{epochs} (--epochs)")
+        raise CheckpointError(f"--resume {path}: its epoch {epoch!r} is not a whole number in 0..{epochs} (--epochs)")
     for key in ("optimizer", "scheduler", "rng"):
         if not isinstance(state.get(key), dict):
-            raise UsageError(f"--resume {path}: no {key} state in it (a weights-only file cannot be resumed)")
+            raise CheckpointError(f"--resume {path}: no {key} state in it (a weights-only file cannot be resumed)")
 
 
 class RunState:
@@ -100,7 +101,7 @@ class RunState:
             history = state.get("history") or self._saved_rows()  # format 1 checkpoints keep no history
             rows = [row for row in history if isinstance(row, dict) and isinstance(row.get("epoch"), int)]
             if len(rows) != len(history):
-                raise UsageError(f"--resume {path}: its metric history has rows without an epoch number")
+                raise CheckpointError(f"--resume {path}: its metric history has rows without an epoch number")
             self.rows = [row for row in rows if row["epoch"] <= self.start_epoch]
             message = f"resumed {path} at epoch {self.start_epoch}"
             if self.rank == 0 and self._best_is_stale(path, state):

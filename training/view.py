@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cli import UsageError
 from data.cub import CUB200
 from data.transforms import Compose, Normalize, eval_transform
 from mobilenet.tta import Inference
-from training.config import RunConfig, UsageError
+from training.config import RunConfig
 
 
 @dataclass(frozen=True)
