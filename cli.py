@@ -64,6 +64,11 @@ def finite_float(text: str) -> float:
     return _number(text, float, "a finite number", math.isfinite)
 
 
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return _number(text, float, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
     return _number(text, float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cli import UsageError, positive_float, positive_int, run
+from cli import UsageError, nonnegative_float, positive_int, run
 from deploy.export import export_executorch, export_onnx
 from deploy.images import ImageRejected, NoImagesFound, find_images, read_image_file
 from deploy.predictor import export_metadata, inference_model, preprocessor
@@ -44,7 +44,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-count", type=positive_int, default=32, help="images to verify on (default: 32)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.add_argument(
-        "--tolerance", type=positive_float, default=1e-4, help="largest |logit difference| allowed (default: 1e-4)"
+        "--tolerance", type=nonnegative_float, default=1e-4, help="largest |logit difference| allowed (default: 1e-4)"
     )
     return p
 
