@@ -127,7 +127,7 @@ def create_app(
     working = asyncio.Semaphore(max_concurrent)
     reading = asyncio.Semaphore(max_concurrent)  # bodies held in memory at a time: the others wait, unread
     decoding = MemoryBudget(MAX_DECODE_BYTES)
-    page = PAGE.format(model=html.escape(predictor.name), classes=len(predictor.class_names))
+    page = PAGE.format(model=html.escape(predictor.name), classes=predictor.species)
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -144,7 +144,7 @@ def create_app(
     @app.api_route("/health", methods=["GET", "HEAD"])
     def health() -> dict:
         inference = predictor.metadata.get("inference", f"centre view at {predictor.metadata['resolution']}px")
-        return {"status": "ok", "model": predictor.name, "classes": len(predictor.class_names), "inference": inference}
+        return {"status": "ok", "model": predictor.name, "classes": predictor.species, "inference": inference}
 
     async def read_upload(request: Request) -> tuple[bytes | None, str]:
         """The uploaded file's bytes and name (None if the client disconnected); 4xx for a bad body."""

@@ -31,6 +31,7 @@ from mobilenet.common import MobileNetBase
 from mobilenet.pretrained import NAMED_STARTS, load_pretrained
 from training.view import RunView
 
+NO_BIRD = "no bird (the model's background output)"
 METADATA_KEY = "fgm.metadata"  # the key of the JSON metadata in an exported ONNX file
 
 
@@ -102,6 +103,7 @@ class Predictor:
         self._run = run  # float32 array (N, 3, R, R) -> logits array (N, K)
         self.metadata = metadata
         self.class_names: list[str] = metadata["class_names"]
+        self.species = sum(name != NO_BIRD for name in self.class_names)  # what the page counts
         self.source = source
         # What the service shows: the model, not the server's paths.
         arch, width, size = metadata.get("arch", "?"), metadata.get("width_mult", 0), metadata["resolution"]
@@ -141,7 +143,9 @@ class Predictor:
         if not outputs:
             raise CheckpointError(f"{spec}: the file has no classifier (a feature extractor): nothing to name")
         labels = model.output_labels or [f"output {i}" for i in range(outputs)]
-        info = {"data_config": model.data_config, "class_names": [common_name_first(x) for x in labels]}
+        # The bird file's last output is its "nothing here" class: named as an answer, not as a species.
+        names = [NO_BIRD if x == "background" else common_name_first(x) for x in labels]
+        info = {"data_config": model.data_config, "class_names": names}
         fast = inference_model(model, info, channels_last=True)
 
         def run(x: np.ndarray) -> np.ndarray:
