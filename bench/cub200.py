@@ -163,6 +163,9 @@ def report(out: Path) -> str:
         if m.get("test_top1_mapped") is not None:
             top1 += f" (mapped {m['test_top1_mapped']:.2%}, unmapped {m['test_top1_unmapped']:.2%})"
         val = f"{m['val_top1']:.2%}" if m.get("val_top1") is not None else ""
+        start = result["epochs"][0] if result["epochs"] and result["epochs"][0]["epoch"] == 0 else {}
+        if val and start.get("val_top1") is not None:  # the probe's or the transplant's own, before training
+            val += f" (start {start['val_top1']:.2%})"
         wall = f"{result['wall_seconds'] / 60:.1f} min" if result["wall_seconds"] else "resumed"
         cells.append(
             [f"`{row.name}`", row.what, top1, f"{m['test_top5']:.2%}", val]

@@ -1135,3 +1135,33 @@ def test_the_bench_wrappers_report_in_one_line(tmp_path):
     assert result.returncode == 2 and "--only defualt: no such run" in one_line_error(result, "bench.finegrained")
     with pytest.raises(InputError, match="train.py stopped on run"):
         train_run(tmp_path / "run", tmp_path / "no-such-root", ["--epochs", "1"])
+
+
+def test_a_resume_on_other_classes_or_with_cache_toggled_is_refused(tiny_synthetic_root, tmp_path):
+    """Issue #34, item 5: resume compared the options but not the class names (the same flags on another data
+    set resumed silently), and `--cache` was marked resumable although cached crops are other pixels."""
+    import shutil
+
+    run = tmp_path / "run"
+    with pytest.raises(_Stopped):  # stopped after epoch 1: last.pt holds it
+        train.main(
+            tiny_train_args(tiny_synthetic_root, run, "--epochs", "2", "--val-fraction", "0"), on_epoch=_stop_at_1
+        )
+    other = shutil.copytree(tiny_synthetic_root, tmp_path / "other")
+    classes = (other / "classes.txt").read_text().splitlines()
+    classes[-1] = classes[-1].split()[0] + " 099.Renamed_Bird"
+    (other / "classes.txt").write_text("\n".join(classes) + "\n")
+    with pytest.raises(train.UsageError, match="classes are not the"):
+        train.main([*tiny_train_args(other, run, "--epochs", "2", "--val-fraction", "0"), "--resume"])
+    with pytest.raises(train.UsageError, match="the run has --cache False"):
+        train.main([*tiny_train_args(tiny_synthetic_root, run, "--epochs", "2", "--val-fraction", "0"), "--resume",
+                    "--cache"])  # fmt: skip
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stop_at_1(rows):
+    if len(rows) == 1:
+        raise _Stopped

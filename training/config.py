@@ -130,7 +130,9 @@ class RunConfig:
         default_text="none",
     )
     workers: int = option(2, "data-loading processes", "data", resumable=True, check=lambda v: v >= 0, rule=">= 0")
-    cache: bool = option(False, "use (and build if needed) the packed uint8 cache", "data", resumable=True)
+    # Not resumable: cached photos are resized once to the cache size, so a crop of them is not the same pixels
+    # as the same crop of the JPEG (tests/test_prepare.py); a resume must see the pixels the run saw.
+    cache: bool = option(False, "use (and build if needed) the packed uint8 cache", "data")
     cache_dir: str = option(
         "",
         "folder of the packed cache (for a read-only checkout)",

@@ -89,6 +89,11 @@ class RunState:
             state = read_checkpoint(path)
             check_resume(RunConfig.from_dict(state["config"]), self.config, str(path))
             check_resumable(state, self.config.epochs, path)
+            if list(state["class_names"]) != list(self.class_names):  # same flags, other classes on disk
+                raise UsageError(
+                    f"--resume {path}: the run's {len(state['class_names'])} classes are not the "
+                    f"{len(self.class_names)} classes of {self.config.data_root} (another or a changed data set)"
+                )
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
