@@ -21,6 +21,7 @@ from pathlib import Path
 import cli
 from atomicfile import write_atomically
 from bench.harness import REPO, markdown_table, without_paths
+from cli import InputError
 
 OUT = REPO / "bench" / "studies" / "cub200"
 BIRD = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"
@@ -75,9 +76,18 @@ ROWS = (
         f"{CANDIDATE} --transplant-head --lr 0.001 --epochs 10 --eval-every 10",
         "transplanted head, lr 0.001",
     ),
+    # The chosen recipe on all 5,994 training images (RULE.md); its flags are the rule's choice (`chosen_flags`).
+    Row("bird-refit", BIRD, "{chosen}", "bird expert fine-tuned with the recipe chosen on validation, refit", True),
     Row("imagenet-v2", IMAGENET_V2, "", "ImageNet V2 1.0/224, the fine-tuning recipe (refit, look twice + flip)", True),
     Row("imagenet-v1", V1, "", "ImageNet V1 1.0/224, the fine-tuning recipe (refit, look twice + flip)", True),
     Row("student", STUDENT, PATIENT, "ImageNet V1 0.25/128 (13M MACs), 60 epochs, refit, one pass", True),
+    Row(
+        "student-distilled",
+        STUDENT,
+        f"{PATIENT} --mixup 1 --distill-weight 1 --teacher {{runs}}/bird-refit/last.pt",
+        "the student distilled from bird-refit (function matching: soft targets only, mixup 1)",
+        True,
+    ),
     Row(
         "int8-imagenet-v2",
         "--checkpoint {runs}/imagenet-v2/last.pt --json {out}/int8-imagenet-v2.json --force",
@@ -87,9 +97,16 @@ ROWS = (
     ),
     Row(
         "int8-student",
-        "--checkpoint {runs}/student/last.pt --json {out}/int8-student.json --force",
+        "--checkpoint {runs}/student-distilled/last.pt --json {out}/int8-student.json --force",
         "",
-        "int8 (PT2E, 256 calibration images) of the student",
+        "int8 (PT2E, 256 calibration images) of the distilled student",
+        module="deploy.quantize",
+    ),
+    Row(
+        "int8-bird-refit",
+        "--checkpoint {runs}/bird-refit/last.pt --json {out}/int8-bird-refit.json --force",
+        "",
+        "int8 (PT2E, 256 calibration images) of bird-refit, one pass",
         module="deploy.quantize",
     ),
     Row(
@@ -102,10 +119,45 @@ ROWS = (
 )
 
 
-def row_command(row: Row, data_root: Path, weights: Path, run: Path) -> list[str]:
-    """`train.py`'s arguments for `row`."""
+def row_command(row: Row, data_root: Path, weights: Path, run: Path, out: Path = OUT) -> list[str]:
+    """`train.py`'s arguments for `row` (`{chosen}`: the refit of the candidate the rule chose)."""
     args = ["--pretrained", str(weights / row.start), "--data-root", str(data_root), "--cache", "--out", str(run)]
-    return [*args, "--no-progress", *row.flags.format(runs=run.parent).split()]
+    flags = row.flags
+    if "{chosen}" in flags:
+        chosen = chosen_flags(out)
+        if chosen is None:
+            raise InputError("bird-refit: the rule has not chosen yet (a candidate row is missing)")
+        flags = flags.replace("{chosen}", chosen)
+    return [*args, "--no-progress", *flags.format(runs=run.parent).split()]
+
+
+CANDIDATES = ("candidate-fresh", "candidate-lpft", "candidate-lpft-short", "candidate-transplant")
+NEAR = 0.005  # RULE.md: a candidate with fewer epochs within 5 of 1,000 validation images of the best wins
+
+
+def choose(scores: dict[str, float], epochs: dict[str, int]) -> str:
+    """RULE.md's choice among candidates by validation top-1 at their last epoch: the best, unless one with
+    fewer epochs is within NEAR of it (then the one with the fewest epochs, the better of those on a tie)."""
+    best = max(scores.values())
+    near = [name for name in scores if scores[name] >= best - NEAR - 1e-9]
+    return min(near, key=lambda name: (epochs[name], -scores[name]))
+
+
+def chosen_flags(out: Path) -> str | None:
+    """The refit's flags: the chosen candidate's, on every training image (`--val-fraction 0`, evaluated every 5
+    epochs); None until every candidate has its result file."""
+    results = {}
+    for name in CANDIDATES:
+        path = out / f"{name}.json"
+        if not path.is_file():
+            return None
+        results[name] = json.loads(path.read_text())
+    scores = {name: r["metrics"]["val_top1"] for name, r in results.items()}
+    epochs = {name: r["metrics"]["epoch"] for name, r in results.items()}
+    flags = next(row.flags for row in ROWS if row.name == choose(scores, epochs)).split()
+    drop = {"--val-fraction", "--eval-every"}
+    kept = [f for i, f in enumerate(flags) if f not in drop and (i == 0 or flags[i - 1] not in drop)]
+    return " ".join(["--val-fraction", "0", *kept])
 
 
 def run_row(row: Row, data_root: Path, weights: Path, run: Path, out: Path) -> None:
@@ -117,7 +169,7 @@ def run_row(row: Row, data_root: Path, weights: Path, run: Path, out: Path) -> N
     from mobilenet import load_checkpoint
     from training.view import RunView
 
-    args = row_command(row, data_root, weights, run)
+    args = row_command(row, data_root, weights, run, out)
     resumed = (run / "last.pt").is_file()
     start = time.perf_counter()
     final = train.main([*args, "--resume"] if resumed else [*args, "--force"])
