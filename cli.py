@@ -59,11 +59,6 @@ def port(text: str) -> int:
     return int(_number(text, int, "a port number in 1-65535", lambda v: 1 <= v <= 65535))
 
 
-def finite_float(text: str) -> float:
-    """argparse type: a finite number (not nan or inf)."""
-    return _number(text, float, "a finite number", math.isfinite)
-
-
 def nonnegative_float(text: str) -> float:
     """argparse type: a finite number >= 0."""
     return _number(text, float, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)

@@ -60,7 +60,7 @@ from training.ema import ModelEMA
 from training.mixing import mix_batch, soft_target_loss
 from training.optim import create_optimizer, parameter_groups
 from training.probe import fit_probe, pooled_features
-from training.progress import Progress, duration
+from training.progress import Progress, eta
 from training.runtime import (
     all_reduce_sum,
     average_buffers,
@@ -508,12 +508,9 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
             }
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 row.update(evaluate_run(ema.module if ema else model, loaders, view, device, mapped))
-            spent, done = time.perf_counter() - started, epoch + 1 - state.start_epoch
-            left = (
-                ""
-                if epoch + 1 == config.epochs
-                else f" | run eta {duration(spent / done * (config.epochs - epoch - 1))}"
-            )
+            finished, spent = epoch + 1 - state.start_epoch, time.perf_counter() - started
+            to_go = config.epochs - state.start_epoch
+            left = "" if epoch + 1 == config.epochs else f" | run eta {eta(spent, finished, to_go)}"
             log(epoch_summary(row, config.epochs) + left)
             state.end_epoch(epoch + 1, row, model, optimizer, scheduler, ema, scaler)
             if on_epoch is not None and rank == 0:

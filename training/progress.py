@@ -45,14 +45,19 @@ class Progress:
             now = time.monotonic()
             if self.enabled and now - last >= self.interval and done < self.total:
                 shown = " ".join(f"{k} {v}" for k, v in self.fields.items())
-                eta = (now - start) / done * (self.total - done)
-                self.write(f"{self.desc}: {done}/{self.total} {shown} eta {duration(eta)}".replace("  ", " "))
+                left = eta(now - start, done, self.total)
+                self.write(f"{self.desc}: {done}/{self.total} {shown} eta {left}".replace("  ", " "))
                 last = now
 
     def update(self, **fields: Any) -> None:
         self.fields = fields
         if self.bar is not None:
             self.bar.set_postfix(fields)
+
+
+def eta(elapsed: float, done: int, total: int) -> str:
+    """The time left for `total` steps at the pace of the `done` ones that took `elapsed` seconds."""
+    return duration(elapsed / done * (total - done))
 
 
 def duration(seconds: float) -> str:
