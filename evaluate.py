@@ -24,7 +24,6 @@ import torch
 from atomicfile import atomic_folder, write_atomically
 from cli import UsageError, nonnegative_int, positive_int, run
 from data.cub import CUB200
-from data.transforms import Compose, Resize, ResizeCenterCrop
 from evaluation import plots
 from evaluation.gradcam import grad_cam
 from evaluation.metrics import classification_metrics
@@ -33,7 +32,6 @@ from mobilenet.checkpoint import CheckpointError, load_checkpoint, refuse_overwr
 from mobilenet.flops import count_macs
 from training.config import RunConfig
 from training.runtime import select_device, tune_malloc
-from training.view import RunView
 
 VIEWS = ("center", "full", "bbox")
 
@@ -86,11 +84,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def view_transform(view: str, resolution: int) -> Compose:
-    """uint8 pixels of the chosen view (normalization is applied separately)."""
-    return Compose([ResizeCenterCrop(resolution) if view == "center" else Resize(resolution)])
-
-
 @torch.no_grad()
 def predict(model, dataset, normalize, device, *, batch_size: int, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels over `dataset` (uint8 images)."""
@@ -119,25 +112,25 @@ def _display(dataset: CUB200, index: int) -> np.ndarray:
 
 
 def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, out: Path | None, log=print) -> dict:
-    model, info = load_checkpoint(checkpoint)
+    model, card, info = load_checkpoint(checkpoint)
     device = select_device(args.device)
     model.to(device)
-    view = RunView.of_checkpoint(info).with_inference(
-        resolution=args.test_resolution, hflip=args.test_hflip, look_twice=args.look_twice
-    )
-    inference = view.inference
+    card = card.with_inference(resolution=args.test_resolution, hflip=args.test_hflip, look_twice=args.look_twice)
+    run_config = RunConfig.of_checkpoint(info)
+    inference = card.inference
     resolution = inference.resolution
     crop = "bbox" if args.view == "bbox" else "none"
-    root = view.data_root(args.data_root)
-    dataset = view.dataset(args.split, view_transform(args.view, resolution), data_root=root, crop=crop)
-    if len(dataset.class_names) != len(info["class_names"]):
+    pixels = card.transform(view="center" if args.view == "center" else "full", normalize=False)
+    root = run_config.data_root_here(args.data_root)
+    dataset = run_config.dataset(args.split, pixels, data_root=root, crop=crop)
+    if len(dataset.class_names) != len(card.class_names):
         raise CheckpointError(
-            f"{checkpoint}: trained on {len(info['class_names'])} classes, but {root} ({args.split}) has {len(dataset.class_names)}"
+            f"{checkpoint}: trained on {len(card.class_names)} classes, but {root} ({args.split}) has {len(dataset.class_names)}"
         )
-    normalize = view.normalize()
+    normalize = card.normalize()
     applied = inference.wrap(model)
     logits, labels = predict(applied, dataset, normalize, device, batch_size=args.batch_size, workers=args.workers)
-    metrics = classification_metrics(logits, labels, info["class_names"])
+    metrics = classification_metrics(logits, labels, list(card.class_names))
     macs, _ = count_macs(applied, resolution)
     metrics.update(
         checkpoint=str(checkpoint),
@@ -161,15 +154,26 @@ def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, out: Path | N
     write_atomically(out / "metrics.json", json.dumps(metrics, indent=2))
     if not args.no_plots:
         write_pictures(
-            model, dataset, logits, labels, metrics, info, normalize, device, Path(checkpoint).parent, out, args
+            model,
+            dataset,
+            logits,
+            labels,
+            metrics,
+            card,
+            run_config,
+            normalize,
+            device,
+            Path(checkpoint).parent,
+            out,
+            args,
         )
     return metrics
 
 
 def write_pictures(
-    model, dataset, logits, labels, metrics, info, normalize, device, run_dir: Path, out: Path, args
+    model, dataset, logits, labels, metrics, card, run_config, normalize, device, run_dir: Path, out: Path, args
 ) -> None:
-    names = info["class_names"]
+    names = list(card.class_names)
     plots.plot_confusion(metrics["confusion"], names, out / "confusion.png")
     plots.plot_per_class_accuracy(metrics["per_class"], out / "per_class_accuracy.png")
     plots.plot_reliability(metrics["calibration_bins"], metrics["ece"], out / "reliability.png")
@@ -206,8 +210,8 @@ def write_pictures(
         rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
         rows = [r for r in rows if "train_loss" in r]  # the start's row (epoch 0) trained nothing
         lrs = None  # the schedule of every step, from the run's record when the curve starts at epoch 1
-        if rows and rows[0]["epoch"] == 1 and info.get("config"):
-            lrs = RunConfig.from_dict(info["config"]).lr_per_step(rows[0]["step"])
+        if rows and rows[0]["epoch"] == 1:
+            lrs = run_config.lr_per_step(rows[0]["step"])
         if rows:
             plots.plot_training_curves(rows, out / "training_curves.png", lrs)
         else:
@@ -280,9 +284,9 @@ def same_test_set(checkpoints: list[str], data_root: str | None) -> None:
     """UsageError unless every checkpoint is tested on one test set: the same classes, from the same root."""
     seen: dict[tuple, str] = {}
     for checkpoint in checkpoints:
-        view = RunView.of_checkpoint(load_checkpoint(checkpoint)[1])
-        root = Path(view.data_root(data_root)).resolve()
-        seen.setdefault((str(root), view.class_names), checkpoint)
+        _, card, info = load_checkpoint(checkpoint)
+        root = RunConfig.of_checkpoint(info).data_root_here(data_root).resolve()
+        seen.setdefault((str(root), card.class_names), checkpoint)
         if len(seen) > 1:
             first = next(iter(seen.values()))
             raise UsageError(

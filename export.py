@@ -23,8 +23,9 @@ from deploy.images import ImageRejected, NoImagesFound, find_images, read_image_
 from deploy.predictor import export_metadata, inference_model, preprocessor
 from deploy.requirements import require
 from mobilenet import load_checkpoint
+from mobilenet.card import ModelCard
 from mobilenet.checkpoint import refuse_overwrite
-from training.view import RunView
+from training.config import RunConfig
 
 SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}
 DEPENDENCIES = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "executorch": ("executorch",)}
@@ -49,7 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def verification_images(args: argparse.Namespace, info: dict, metadata: dict) -> tuple[np.ndarray, str]:
+def verification_images(args: argparse.Namespace, card: ModelCard, info: dict) -> tuple[np.ndarray, str]:
     """Preprocessed real images (N, 3, R, R) to compare the runtimes on, and where they came from."""
     if args.images:
         found, skipped = find_images(args.images)
@@ -59,16 +60,16 @@ def verification_images(args: argparse.Namespace, info: dict, metadata: dict) ->
         paths = found[::step][: args.verify_count]
         source = ", ".join(args.images)
     else:
-        view = RunView.of_checkpoint(info)
+        run = RunConfig.of_checkpoint(info)
         try:
-            root = view.data_root(flag="--images FILE_OR_DIR to verify on")
+            root = run.data_root_here(flag="--images FILE_OR_DIR to verify on")
         except UsageError as e:
             raise NoImagesFound(str(e)) from None
-        dataset = view.dataset("test", None, data_root=root)
+        dataset = run.dataset("test", None, data_root=root)
         step = max(1, len(dataset) // args.verify_count)
         paths = [dataset.samples[i].path for i in range(0, len(dataset), step)][: args.verify_count]
         source = f"{root} (test split)"
-    preprocess = preprocessor(metadata)
+    preprocess = preprocessor(card)
     images = []
     for path in paths:
         try:
@@ -83,16 +84,16 @@ def verification_images(args: argparse.Namespace, info: dict, metadata: dict) ->
 def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
     require(*DEPENDENCIES[args.format], purpose=f"export.py --format {args.format}")
-    model, info = load_checkpoint(args.checkpoint)
-    metadata = export_metadata(info, info["model_config"])
+    model, card, info = load_checkpoint(args.checkpoint)
+    metadata = export_metadata(card, info["model_config"])
     metadata["source_checkpoint"] = Path(args.checkpoint).name  # the file, not this machine's folders
-    exported = inference_model(model, info, channels_last=False)
+    exported = inference_model(model, card, channels_last=False)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(SUFFIXES[args.format])
     if out.is_dir():
         raise FileExistsError(f"--out {out} is a folder: give the path of the {SUFFIXES[args.format]} file to write")
     for path in (out, out.with_name(out.name + ".json")):  # the model and its metadata beside it
         refuse_overwrite(path, args.force)
-    images, source = verification_images(args, info, metadata)
+    images, source = verification_images(args, card, info)
     export = export_onnx if args.format == "onnx" else export_executorch
     report = export(exported, metadata, out, images, tolerance=args.tolerance)
     report["verified_on"] = source

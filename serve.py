@@ -143,7 +143,7 @@ def create_app(
 
     @app.api_route("/health", methods=["GET", "HEAD"])
     def health() -> dict:
-        inference = predictor.metadata.get("inference", f"centre view at {predictor.metadata['resolution']}px")
+        inference = predictor.card.inference.describe()
         return {"status": "ok", "model": predictor.name, "classes": predictor.species, "inference": inference}
 
     async def read_upload(request: Request) -> tuple[bytes | None, str]:

@@ -35,7 +35,8 @@ from data.cub import CUBFormatError
 from data.loaders import find_data_root
 from data.species_map import species_rows
 from mobilenet import create_model
-from mobilenet.common import MobileNetBase
+from mobilenet.card import ModelCard
+from mobilenet.common import IMAGENET_MEAN, IMAGENET_STD, MobileNetBase
 from mobilenet.pretrained import (
     NAMED_STARTS,
     calibrate_batchnorm,
@@ -73,7 +74,6 @@ from training.runtime import (
     wrap_distributed,
 )
 from training.state import RunState
-from training.view import RunView
 
 INTERRUPTED = "interrupted; if an epoch had finished, its last.pt continues the run with --resume"
 FILES_WHOLE = "; every file is written whole, so what the run folder held before is unchanged"
@@ -145,19 +145,20 @@ def _read_config_file(path: Path) -> object:
 
 def build_run(
     flags: argparse.Namespace, log: Callable[[str], None]
-) -> tuple[RunConfig, MobileNetBase, list[str], list[bool] | None]:
-    """The run record, its model (pretrained or freshly initialised from the run's seed), its class names,
-    and with a transplanted head which classes started from the pretrained head's species (None without)."""
+) -> tuple[RunConfig, MobileNetBase, ModelCard, list[bool] | None]:
+    """The run record, its model (pretrained or freshly initialised from the run's seed), the model's card
+    (made here, once), and with a transplanted head which classes started from the pretrained head's species
+    (None without)."""
     try:
         data_root, builtin_data = find_data_root(flags.data_root, log)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    start = None  # the --pretrained model with its own head: its facts decide the recipe and architecture
+    start, start_card = None, None  # the --pretrained model with its own head: its facts decide the recipe
     if flags.pretrained:
         if flags.pretrained not in NAMED_STARTS and not Path(flags.pretrained).is_file():
             raise UsageError(f"--pretrained {flags.pretrained}: no such file (or use one of {', '.join(NAMED_STARTS)})")
         try:
-            start = load_pretrained(flags.pretrained)
+            start, start_card = load_pretrained(flags.pretrained)
         except TFLiteImportError:
             raise
         except (ValueError, RuntimeError) as e:  # not a state_dict of a known layout; offline for a named start
@@ -168,7 +169,7 @@ def build_run(
         data_root=str(data_root),
         builtin_data=builtin_data,
         pretrained_model=start.config if start else None,
-        pretrained_resolution=start.data_config["resolution"] if start else None,
+        pretrained_resolution=start_card.resolution if start_card else None,
         bird_start=start is not None and is_bird_start(flags.pretrained),
     )
     log(f"recipe: {config.recipe}" + (f" (chosen by --pretrained {flags.pretrained})" if flags.pretrained else ""))
@@ -184,19 +185,18 @@ def build_run(
         )
     class_names = train_set.class_names
     seed_everything(config.seed)  # the initial weights (a fresh model, a fresh head) come from this seed
-    if start is None:
+    if start is None or start_card is None:
         if config.transplant_head:
             raise UsageError("--transplant-head needs --pretrained (a file whose head names species)")
         model = create_model(config.arch, width_mult=config.width, num_classes=len(class_names), dropout=config.dropout)
-        mapped = None
+        mapped, card = None, config.card(class_names, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     else:
-        model = start
-        source, labels = copy.deepcopy(model.classifier), model.output_labels
+        model, head = start, copy.deepcopy(start.classifier)
         model.reset_classifier(len(class_names))
         model.config["dropout"] = model.dropout.p = config.dropout
-        mapped = _transplant(model, source, labels, class_names, log) if config.transplant_head else None
-    model.data_config["resolution"] = config.resolution
-    return config, model, class_names, mapped
+        mapped = _transplant(model, head, start_card, class_names, log) if config.transplant_head else None
+        card = config.card(class_names, mean=start_card.mean, std=start_card.std, source=start_card.source)
+    return config, model, card, mapped
 
 
 def _show_classes(config: RunConfig) -> str:
@@ -204,35 +204,36 @@ def _show_classes(config: RunConfig) -> str:
 
 
 def _transplant(
-    model: MobileNetBase, source: nn.Module, labels: list[str] | None, class_names: list[str], log: Callable
+    model: MobileNetBase, source: nn.Module, start: ModelCard, class_names: list[str], log: Callable
 ) -> list[bool] | None:
-    """Start each class the start's labels name from its species' rows (`species_rows`); which classes did."""
+    """Start each class the start's labels (its card's class names) name from its species' rows
+    (`species_rows`); which classes did."""
+    labels, origin = list(start.class_names) or None, start.source
     try:
         rows = species_rows(source, labels, class_names)
     except ValueError as e:
-        raise UsageError(f"--transplant-head: {model.pretrained_source}: {e}") from None
+        raise UsageError(f"--transplant-head: {origin}: {e}") from None
     if labels is None:
         outputs = source.out_features if isinstance(source, nn.Linear) else 0
-        where = Path(model.pretrained_source or "")
+        where = Path(origin)
         why = labels_problem(where, outputs) if where.is_file() else "the start names no species"
-        raise UsageError(f"--transplant-head: {model.pretrained_source}: {why}")
+        raise UsageError(f"--transplant-head: {origin}: {why}")
     if rows is None:
         raise UsageError(
-            f"--transplant-head: none of the {len(class_names)} classes is among {model.pretrained_source}'s labels "
+            f"--transplant-head: none of the {len(class_names)} classes is among {origin}'s labels "
             "(data/cub200_inat_birds.tsv maps CUB's species to iNaturalist's)"
         )
     transplant_head(model, cast(nn.Linear, source), rows)
     mapped = [bool(r) for r in rows]
     genus = sum(len(r) > 1 for r in rows)
     log(
-        f"head transplanted from {model.pretrained_source}: {sum(mapped)} of {len(rows)} classes start from its "
+        f"head transplanted from {origin}: {sum(mapped)} of {len(rows)} classes start from its "
         f"species ({genus} of them from a genus' species averaged), {len(rows) - sum(mapped)} start fresh"
     )
     return mapped
 
 
-def _precision_text(config: RunConfig, device: torch.device) -> str:
-    amp, channels_last = precision(config, device.type)
+def _precision_text(config: RunConfig, amp: str, channels_last: bool) -> str:
     parts = [f"amp {amp}", "channels_last" if channels_last else "NCHW"]
     parts += ["batches made on the device"] if config.device_pipeline else []
     return ", ".join(parts + (["torch.compile"] if config.compile else []))
@@ -277,14 +278,16 @@ def train_one_epoch(
     frozen: Sequence[nn.Module] = (),
     teacher: Teacher | None = None,
     show: bool = True,
+    amp: str,
+    channels_last: bool,
 ) -> dict:
-    """One pass over `loader`; returns train loss/accuracy (summed over ranks), images/s and seconds. With a
-    `teacher`, batches come at its resolution and the loss is `training.distill.distillation_loss`."""
+    """One pass over `loader` in `amp` and (if `channels_last`) NHWC (`training.config.precision`, resolved
+    once per run); returns train loss/accuracy (summed over ranks), images/s and seconds. With a `teacher`,
+    batches come at its resolution and the loss is `training.distill.distillation_loss`."""
     model.train()
     for module in frozen:  # a frozen backbone keeps its batch-norm statistics
         module.eval()
     frozen_params = [p for module in frozen for p in module.parameters()]
-    amp, channels_last = precision(config, device.type)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     # Loss and correct counts add up on the device and are read every LOG_EVERY steps: no host sync per step.
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
@@ -390,10 +393,11 @@ def evaluate(
     return result
 
 
-def evaluate_run(model: nn.Module, loaders, view: RunView, device: torch.device, mapped: list[bool] | None) -> dict:
+def evaluate_run(
+    model: nn.Module, loaders, card: ModelCard, channels_last: bool, device: torch.device, mapped: list[bool] | None
+) -> dict:
     """Validation (which decides best.pt) and test (curves only) with the run's test-time inference."""
-    evaluated = view.inference.wrap(model)
-    channels_last = precision(view.run, device.type)[1]
+    evaluated = card.inference.wrap(model)
     row = {}
     if loaders.val is not None:
         row.update(evaluate(evaluated, loaders.val, device, channels_last=channels_last, split="val", mapped=mapped))
@@ -426,12 +430,11 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     """
     flags = parse_args(argv)
     log = rank_zero_logger()
-    config, model, class_names, mapped = build_run(flags, log)
+    config, model, card, mapped = build_run(flags, log)
     device, rank, world = start_process(config, log)
-    teacher = Teacher(config.teacher, class_names, model.data_config, device) if config.teacher else None
-    view = RunView.of_run(config, model.data_config, class_names)
+    teacher = Teacher(config.teacher, card, device) if config.teacher else None
     loaders = make_loaders(
-        view, rank, world, log, device=device, train_resolution=teacher.load_resolution if teacher else None
+        config, card, rank, world, log, device=device, train_resolution=teacher.load_resolution if teacher else None
     )
     if teacher is not None:
         log(f"distilling from {config.teacher} (at {teacher.resolution}px, T={config.distill_temperature:g})")
@@ -446,7 +449,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
     if flags.resume is None and loaders.train_plain is not None:
         features, labels = pooled_features(model, loaders.train_plain, device, channels_last)
-        weight, bias, _ = fit_probe(features, labels, len(class_names), seed=config.seed, log=log)
+        weight, bias, _ = fit_probe(features, labels, len(card.class_names), seed=config.seed, log=log)
         with torch.no_grad():
             head = cast(nn.Linear, model.classifier)
             head.weight.copy_(weight)
@@ -458,20 +461,20 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     trained = (
         cast(nn.Module, torch.compile(net)) if config.compile else net
     )  # the checkpoints hold `model`'s own weights
-    state = RunState(config, class_names, rank)
+    state = RunState(config, card, rank)
     try:
-        extra = dict(model_config=model.config, data_config=model.data_config, world_size=world)
+        extra = dict(model_config=model.config, world_size=world)
         log(state.start(flags.resume, model, optimizer, scheduler, ema, scaler, extra, force=flags.force))
         log(
             f"training {config.arch} width {config.width:g} at {config.resolution}px on {len(loaders.train_set)} images "
-            f"x {config.epochs} epochs, {len(class_names)} classes, {world} process(es) on {device} "
-            f"({_precision_text(config, device)}); evaluating with {view.inference.describe()}"
+            f"x {config.epochs} epochs, {len(card.class_names)} classes, {world} process(es) on {device} "
+            f"({_precision_text(config, amp, channels_last)}); evaluating with {card.inference.describe()}"
         )
 
         metrics: dict = {}
         if state.start_epoch == 0 and (mapped is not None or config.probe_head or config.epochs == 0):
             # The start's own accuracy, before any training: the zero-shot figure of a transplanted head, the probe's.
-            row = {"epoch": 0, "step": 0, **evaluate_run(model, loaders, view, device, mapped)}
+            row = {"epoch": 0, "step": 0, **evaluate_run(model, loaders, card, channels_last, device, mapped)}
             log(epoch_summary(row, config.epochs))
             if config.epochs == 0:
                 state.end_epoch(0, row, model, optimizer, scheduler, ema, scaler)
@@ -492,12 +495,14 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
                 config,
                 device,
                 epoch=epoch,
-                num_classes=len(class_names),
+                num_classes=len(card.class_names),
                 ema=ema,
                 scaler=scaler,
                 frozen=frozen,
                 teacher=teacher,
                 show=rank == 0 and config.progress,
+                amp=amp,
+                channels_last=channels_last,
             )
             average_buffers(model)
             row = {
@@ -507,7 +512,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
                 "lr": optimizer.param_groups[0]["lr"],
             }
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-                row.update(evaluate_run(ema.module if ema else model, loaders, view, device, mapped))
+                row.update(evaluate_run(ema.module if ema else model, loaders, card, channels_last, device, mapped))
             finished, spent = epoch + 1 - state.start_epoch, time.perf_counter() - started
             to_go = config.epochs - state.start_epoch
             left = "" if epoch + 1 == config.epochs else f" | run eta {eta(spent, finished, to_go)}"

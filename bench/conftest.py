@@ -31,7 +31,7 @@ def machine_info() -> dict:
 def _allocator():
     from training.runtime import tune_malloc
 
-    tune_malloc()  # as train.py and evaluate.py do: measured effect in the README
+    tune_malloc()  # as train.py and evaluate.py do: measured effect in docs/results.md
 
 
 @pytest.fixture

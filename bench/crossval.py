@@ -34,7 +34,6 @@ from cli import nonnegative_int, positive_int
 from evaluation.metrics import mcnemar_p
 from mobilenet import load_checkpoint
 from training.config import RunConfig
-from training.view import RunView
 
 # name, test resolution as a multiple of the training resolution R, flip averaging, look twice
 VARIANTS = [
@@ -49,12 +48,11 @@ SIGNIFICANCE = 0.05
 
 def out_of_fold_correct(checkpoint: Path, scale: float, hflip: bool, look_twice: bool) -> tuple[list[bool], float]:
     """Per validation image of the checkpoint's fold: is the variant's top-1 right; and the summed NLL."""
-    model, info = load_checkpoint(checkpoint)
-    view = RunView.of_checkpoint(info)
-    view = view.with_inference(resolution=round(view.train_resolution * scale), hflip=hflip, look_twice=look_twice)
-    dataset = view.dataset("val", evaluate.view_transform("center", view.inference.resolution))
-    applied = view.inference.wrap(model.eval())
-    logits, labels = evaluate.predict(applied, dataset, view.normalize(), torch.device("cpu"), batch_size=32, workers=2)
+    model, card, info = load_checkpoint(checkpoint)
+    card = card.with_inference(resolution=round(card.resolution * scale), hflip=hflip, look_twice=look_twice)
+    dataset = RunConfig.of_checkpoint(info).dataset("val", card.transform(normalize=False))
+    applied = card.inference.wrap(model.eval())
+    logits, labels = evaluate.predict(applied, dataset, card.normalize(), torch.device("cpu"), batch_size=32, workers=2)
     nll = torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
     return (logits.argmax(1) == labels).tolist(), nll
 

@@ -93,21 +93,21 @@ ROWS = (
         "--checkpoint {runs}/imagenet-v2/last.pt --json {out}/int8-imagenet-v2.json --force",
         "",
         "int8 (PT2E, 256 calibration images) of imagenet-v2, one pass",
-        module="deploy.quantize",
+        module="quantize",
     ),
     Row(
         "int8-student",
         "--checkpoint {runs}/student-distilled/last.pt --json {out}/int8-student.json --force",
         "",
         "int8 (PT2E, 256 calibration images) of the distilled student",
-        module="deploy.quantize",
+        module="quantize",
     ),
     Row(
         "int8-bird-refit",
         "--checkpoint {runs}/bird-refit/last.pt --json {out}/int8-bird-refit.json --force",
         "",
         "int8 (PT2E, 256 calibration images) of bird-refit, one pass",
-        module="deploy.quantize",
+        module="quantize",
     ),
     Row(
         "v1-vs-v2",
@@ -165,9 +165,9 @@ def run_row(row: Row, data_root: Path, weights: Path, run: Path, out: Path) -> N
     import torch
 
     import train
-    from evaluate import predict, view_transform
+    from evaluate import predict
     from mobilenet import load_checkpoint
-    from training.view import RunView
+    from training.config import RunConfig
 
     args = row_command(row, data_root, weights, run, out)
     resumed = (run / "last.pt").is_file()
@@ -186,12 +186,11 @@ def run_row(row: Row, data_root: Path, weights: Path, run: Path, out: Path) -> N
         resumed=resumed,
     )
     if row.paired:  # the final model's right and wrong answers on the test split, in its order
-        model, info = load_checkpoint(run / "last.pt")
-        view = RunView.of_checkpoint(info)
-        dataset = view.dataset("test", view_transform("center", view.inference.resolution))
+        model, card, info = load_checkpoint(run / "last.pt")
+        dataset = RunConfig.of_checkpoint(info).dataset("test", card.transform(normalize=False))
         device = torch.device("cpu")
         logits, labels = predict(
-            view.inference.wrap(model), dataset, view.normalize(), device, batch_size=64, workers=2
+            card.inference.wrap(model), dataset, card.normalize(), device, batch_size=64, workers=2
         )
         right = (logits.argmax(1) == labels).tolist()
         result["test_right"] = "".join("1" if r else "0" for r in right)

@@ -33,7 +33,7 @@ from evaluation.plots import plot_pareto
 from evaluation.timing import interleaved
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.flops import count_macs
-from training.view import RunView
+from training.config import RunConfig
 
 # arch, width, resolution, Google file (None: from scratch)
 ROWS = [
@@ -91,19 +91,19 @@ def latencies(variants: dict, resolution: int, rounds: int) -> dict:
 def measure_row(run: Path, rounds: int) -> dict:
     from deploy.quantize import compile_for_cpu, quantize_int8, sample_tensors, weight_bytes
 
-    model, info = load_checkpoint(run / "best.pt")
-    view = RunView.of_checkpoint(info)
-    resolution = view.train_resolution
-    one_pass = view.eval_transform(resolution)  # every row was measured with one plain pass
-    top1, top5, right = test_accuracy(model, view.dataset("test", one_pass))
-    calibration, _ = sample_tensors(view.dataset("train", one_pass), 64)
+    model, card, info = load_checkpoint(run / "best.pt")
+    run_config = RunConfig.of_checkpoint(info)
+    resolution = card.resolution
+    one_pass = card.one_pass().transform()  # every row was measured with one plain pass
+    top1, top5, right = test_accuracy(model, run_config.dataset("test", one_pass))
+    calibration, _ = sample_tensors(run_config.dataset("train", one_pass), 64)
     fast = optimize_for_inference(model, channels_last=True)
     int8 = quantize_int8(model, list(calibration.split(32)))
     timed = latencies({"fp32": fast, "int8": compile_for_cpu(int8)}, resolution, rounds)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return {
         "test_images": len(right),
-        "classes": len(view.class_names),
+        "classes": len(card.class_names),
         "test_right": right,
         "top1": top1,
         "top5": top5,

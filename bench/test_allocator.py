@@ -1,5 +1,5 @@
 """Records the allocator fix's effect (bench/allocator.py) in the benchmark JSON; asserts no speed ratio,
-since the effect depends on the C library (it is reported in the README), only that the fix was applied
+since the effect depends on the C library (it is reported in docs/results.md), only that the fix was applied
 where glibc is."""
 
 import platform

@@ -27,7 +27,9 @@ def root(tmp_path_factory):
 
 
 def test_cache_versus_jpeg(benchmark, record, root, tmp_path):
-    transform = train_transform(224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    transform = train_transform(
+        224, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=(0.35, 1.0), hflip=0.5, color_jitter=0.0
+    )
     jpeg = CUB200(root, "train", transform)
     cache = packed_dataset(
         CUB200(root, "train"), transform, size=256, cache_dir=tmp_path, workers=2, log=lambda _: None

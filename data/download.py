@@ -22,7 +22,6 @@ from cli import InputError
 
 CUB_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
 CUB_MD5 = "97eceeb196236b17998738112f37df78"
-CUB_BYTES = 1_150_585_339
 CHUNK = 1 << 20
 
 

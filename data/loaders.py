@@ -9,9 +9,6 @@ from typing import Any, Protocol
 
 import torch
 
-from data.cub import CUB200
-from data.prepare import DEFAULT_CACHE_DIR, PackedDataset, packed_dataset
-
 REPO = Path(__file__).resolve().parents[1]
 CUB_DEFAULT = REPO / "data" / "CUB_200_2011"
 GENERATED_DEFAULT = REPO / ".cache" / "generated"
@@ -87,40 +84,6 @@ def find_data_root(given: str | None, log: Callable[[str], None] = print) -> tup
     return root, root.resolve() == (GENERATED_DEFAULT / "CUB_200_2011").resolve()
 
 
-def build_dataset(
-    root: str | Path,
-    split: str,
-    transform: Callable,
-    *,
-    crop: str = "none",
-    classes: list[int] | None = None,
-    cache: bool = False,
-    cache_size: int = 256,
-    cache_dir: str | Path = "",
-    workers: int = 2,
-    log: Callable[[str], None] = print,
-    val_fraction: float = 0.0,
-    val_seed: int = 0,
-    val_fold: int | None = None,
-) -> CUB200 | PackedDataset:
-    """A CUB-layout split ("train", "val" or "test") with `transform`, read from JPEGs or (with `cache`) from
-    the packed cache; "val" is carved from the official training split (`data.cub.carve_validation`)."""
-    dataset = CUB200(
-        root,
-        split,
-        transform=None if cache else transform,
-        crop=crop,
-        classes=classes,
-        val_fraction=val_fraction,
-        val_seed=val_seed,
-        val_fold=val_fold,
-    )
-    if cache:
-        folder = cache_dir or DEFAULT_CACHE_DIR
-        return packed_dataset(dataset, transform, size=cache_size, cache_dir=folder, workers=workers, log=log)
-    return dataset
-
-
 class SeededSampler(torch.utils.data.Sampler):
     """Yields (index, seed) pairs: each sample's augmentation is seeded by (seed, epoch, index).
 
@@ -167,5 +130,8 @@ class SeededDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         index, seed = item
-        torch.manual_seed(seed % 2**63)
-        return self.dataset[index]
+        # A forked stream: read in the main process (no workers), the sample's seed must not become the seed of
+        # the training step's own randomness (dropout, mixup), or --workers would change the weights.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed % 2**63)
+            return self.dataset[index]

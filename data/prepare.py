@@ -28,7 +28,7 @@ import torch
 from atomicfile import atomic_path, write_atomically
 from cli import nonnegative_int, positive_int
 from data.cub import CUB200, ImageDecodeError, pil_to_tensor
-from data.transforms import resize_shorter
+from mobilenet.preprocess import resize_shorter
 
 CACHE_VERSION = 2  # 1: the centre square of each photo; 2: the whole photo
 DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "packed"

@@ -7,70 +7,21 @@ DataLoader's per-worker seeding) makes it reproducible.
 
 - train: random-resized crop (Szegedy et al. 2015: area fraction `scale`, aspect ratio `ratio`), horizontal
   flip, optional colour jitter (brightness, contrast, saturation), normalization.
-- eval: resize the shorter side to resolution / 0.875, centre crop, normalization.
+- eval: `mobilenet.preprocess` (what a model's card builds: `mobilenet.card.ModelCard.transform`).
 """
 
 import math
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
-EVAL_CROP_FRACTION = 0.875
-
-
-def _check_image(x: torch.Tensor) -> None:
-    if x.dim() != 3 or x.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) image tensor, got shape {tuple(x.shape)}")
-
-
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (antialiased when shrinking, like PIL) of a (3, H, W) image or an (N, 3, H, W) batch;
-    keeps the dtype."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    batch = x if x.ndim == 4 else x[None]
-    out = F.interpolate(batch.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
-    out = out if x.ndim == 4 else out[0]
-    if x.dtype == torch.uint8:
-        out = out.round_().clamp_(0, 255).to(torch.uint8)
-    return out
-
-
-def resize_shorter(x: torch.Tensor, shorter: int) -> torch.Tensor:
-    height, width = x.shape[-2:]
-    scale = shorter / min(height, width)
-    return resize(x, (max(1, round(height * scale)), max(1, round(width * scale))))
-
-
-def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    height, width = x.shape[-2:]
-    if height < size or width < size:
-        x = resize_shorter(x, size)
-        height, width = x.shape[-2:]
-    top, left = (height - size) // 2, (width - size) // 2
-    return x[:, top : top + size, left : left + size]
-
-
-class Compose:
-    def __init__(self, transforms: Sequence[Callable]) -> None:
-        self.transforms = list(transforms)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        for transform in self.transforms:
-            x = transform(x)
-        return x
-
-    def __repr__(self) -> str:
-        return "Compose(" + ", ".join(repr(t) for t in self.transforms) + ")"
+from mobilenet.preprocess import Compose, Normalize, ToFloat, check_image, resize
 
 
 class RandomResizedCrop:
     """Crop a random area fraction in `scale` with aspect ratio in `ratio` (log-uniform), resize to `size`."""
 
-    def __init__(
-        self, size: int, scale: tuple[float, float] = (0.25, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    ) -> None:
+    def __init__(self, size: int, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> None:
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
         if not 0 < ratio[0] <= ratio[1]:
@@ -103,7 +54,7 @@ class RandomResizedCrop:
         return (height - h) // 2, (width - w) // 2, h, w
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image(x)
+        check_image(x)
         top, left, h, w = self.params(*x.shape[-2:])
         return resize(x[:, top : top + h, left : left + w], (self.size, self.size))
 
@@ -120,44 +71,6 @@ class RandomHorizontalFlip:
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(p={self.p})"
-
-
-class ResizeCenterCrop:
-    """Eval: resize the shorter side to size / crop_fraction, then take the centre size x size."""
-
-    def __init__(self, size: int, crop_fraction: float = EVAL_CROP_FRACTION) -> None:
-        self.size, self.crop_fraction = size, crop_fraction
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image(x)
-        return center_crop(resize_shorter(x, round(self.size / self.crop_fraction)), self.size)
-
-    def __repr__(self) -> str:
-        return f"ResizeCenterCrop(size={self.size}, crop_fraction={self.crop_fraction})"
-
-
-class Resize:
-    """Resize the whole image to size x size, ignoring its aspect ratio (the "full image" test view)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image(x)
-        return resize(x, (self.size, self.size))
-
-    def __repr__(self) -> str:
-        return f"Resize(size={self.size})"
-
-
-class ToFloat:
-    """uint8 [0, 255] -> float32 [0, 1]."""
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-
-    def __repr__(self) -> str:
-        return "ToFloat()"
 
 
 class ColorJitter:
@@ -186,29 +99,19 @@ class ColorJitter:
         return "ColorJitter(" + ", ".join(f"{k}={v}" for k, v in self.strengths.items()) + ")"
 
 
-class Normalize:
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-    def __repr__(self) -> str:
-        return f"Normalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
-
-
 def train_transform(
     resolution: int,
     *,
     mean: Sequence[float],
     std: Sequence[float],
-    scale: tuple[float, float] = (0.25, 1.0),
+    scale: tuple[float, float],
+    hflip: float,
+    color_jitter: float,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    hflip: float = 0.5,
-    color_jitter: float = 0.0,
 ) -> Compose:
-    """Training augmentation: random-resized crop, flip, optional colour jitter, normalization."""
+    """Training augmentation: random-resized crop, flip, optional colour jitter, normalization. The values a
+    run chooses (`scale`, `hflip`, `color_jitter`) have their defaults in the run record only
+    (`training.config.RunConfig`)."""
     steps: list[Callable] = [RandomResizedCrop(resolution, scale, ratio)]
     if hflip > 0:
         steps.append(RandomHorizontalFlip(hflip))
@@ -217,14 +120,3 @@ def train_transform(
         steps.append(ColorJitter(color_jitter, color_jitter, color_jitter))
     steps.append(Normalize(mean, std))
     return Compose(steps)
-
-
-def eval_transform(
-    resolution: int,
-    *,
-    mean: Sequence[float],
-    std: Sequence[float],
-    crop_fraction: float = EVAL_CROP_FRACTION,
-) -> Compose:
-    """Evaluation: resize the shorter side to resolution / crop_fraction, centre crop, normalization."""
-    return Compose([ResizeCenterCrop(resolution, crop_fraction), ToFloat(), Normalize(mean, std)])

@@ -1,8 +1,8 @@
 """Export a trained model for services (ONNX) and phones (ExecuTorch), and check the file against PyTorch.
 
 Both exports start from the BN-folded inference model (`optimize_for_inference`, kept in NCHW: the runtimes
-choose their own layouts) and carry the metadata a client needs (`predictor.export_metadata`: class names,
-input size, normalization): inside the ONNX file (`metadata_props["fgm.metadata"]`) and, for both, in a JSON
+choose their own layouts) and carry the metadata a client needs (`predictor.export_metadata`: the model's card,
+with its class names, input size and normalization): inside the ONNX file (`metadata_props["fgm.metadata"]`) and, for both, in a JSON
 file beside the model (`PATH.json`).
 
 - ONNX: `torch.onnx.export` (the torch.export-based exporter), opset 20, dynamic batch; run with onnxruntime.

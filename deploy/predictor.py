@@ -10,11 +10,12 @@
   published model as it is, with no training here (one plain pass); the iNaturalist-birds file names 964
   species, common name first.
 
-Preprocessing is the evaluation view of training (`data.transforms.eval_transform`: shorter side to
-resolution / 0.875, centre crop, the model's mean/std) at the run's test resolution, so predictions match
-`evaluate.py`.
+Every model comes with its card (`mobilenet.card.ModelCard`): a checkpoint's, the card stored in an ONNX
+file's metadata, or the one a `.tflite` import makes. Preprocessing is the card's test-time view
+(`ModelCard.transform`) at its test resolution, so predictions match `evaluate.py`.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -23,50 +24,56 @@ import torch
 from PIL import Image
 
 from data.cub import pil_to_tensor
-from data.transforms import EVAL_CROP_FRACTION, eval_transform
 from deploy.requirements import require
 from mobilenet import load_checkpoint, optimize_for_inference
+from mobilenet.card import ModelCard, legacy_card
 from mobilenet.checkpoint import CheckpointError
 from mobilenet.common import MobileNetBase
+from mobilenet.preprocess import CENTRE_CROP_FRACTION
 from mobilenet.pretrained import NAMED_STARTS, load_pretrained
-from training.view import RunView
 
 NO_BIRD = "no bird (the model's background output)"
 METADATA_KEY = "fgm.metadata"  # the key of the JSON metadata in an exported ONNX file
 
 
-def export_metadata(info: dict, model_config: dict) -> dict:
-    """What a deployed model needs besides its weights: class names, input size and normalization, and the
-    test-time inference built into it (`mobilenet.tta.Inference`: the one the run's figures used)."""
-    view = RunView.of_checkpoint(info)
+def export_metadata(card: ModelCard, model_config: dict) -> dict:
+    """What a deployed model needs besides its weights: its card (class names, normalization, resolution,
+    the test-time inference built into the exported graph) and a description of its input and output."""
     return {
-        "class_names": list(view.class_names),
-        "resolution": view.inference.resolution,
-        "mean": [float(v) for v in view.mean],
-        "std": [float(v) for v in view.std],
+        "card": card.to_dict(),
         "arch": model_config["arch"],
         "width_mult": model_config["width_mult"],
-        "training_resolution": view.train_resolution,
-        "inference": view.inference.describe(),
+        "inference": card.inference.describe(),
         "input": "float32 NCHW, RGB scaled to [0, 1] then (x - mean) / std",
         "output": "logits, one per class name",
     }
 
 
-def inference_model(model: MobileNetBase, info: dict, *, channels_last: bool) -> torch.nn.Module:
-    """The BN-folded model wrapped in the run's test-time inference: what predict, serve and export run."""
-    return RunView.of_checkpoint(info).inference.wrap(optimize_for_inference(model, channels_last=channels_last))
+def card_of_metadata(metadata: object) -> ModelCard:
+    """The card in an exported model's metadata (files exported before cards: `legacy_card`); ValueError
+    naming the field."""
+    if not isinstance(metadata, dict):
+        raise ValueError("is not a JSON object")
+    card = ModelCard.from_dict(metadata["card"]) if "card" in metadata else legacy_card(metadata)
+    if not card.class_names:
+        raise ValueError("field card.class_names must be a non-empty list of strings")
+    return card
 
 
-def preprocessor(metadata: dict):
-    """The evaluation view for a model with `metadata`: RGB PIL image -> normalized float32 array (3, R, R).
+def inference_model(model: MobileNetBase, card: ModelCard, *, channels_last: bool) -> torch.nn.Module:
+    """The BN-folded model wrapped in the card's test-time inference: what predict, serve and export run."""
+    return card.inference.wrap(optimize_for_inference(model, channels_last=channels_last))
 
-    A photo whose shorter side is over twice the view's (`resolution / 0.875`) is first reduced by an integer
-    factor with PIL's box filter, keeping it above twice: the resize would average those pixels anyway, and a
-    40-megapixel upload then never becomes a 480 MB float tensor. Photos the size of CUB's are not touched, so
-    predictions on them are evaluate.py's."""
-    transform = eval_transform(metadata["resolution"], mean=metadata["mean"], std=metadata["std"])
-    shorter = round(metadata["resolution"] / EVAL_CROP_FRACTION)
+
+def preprocessor(card: ModelCard):
+    """The card's test-time view of a photo: RGB PIL image -> normalized float32 array (3, R, R).
+
+    A photo whose shorter side is over twice the view's (`resolution / CENTRE_CROP_FRACTION`) is first reduced
+    by an integer factor with PIL's box filter, keeping it above twice: the resize would average those pixels
+    anyway, and a 40-megapixel upload then never becomes a 480 MB float tensor. Photos the size of CUB's are
+    not touched, so predictions on them are evaluate.py's."""
+    transform = card.transform()
+    shorter = round(card.inference.resolution / CENTRE_CROP_FRACTION)
 
     def preprocess(image: Image.Image) -> np.ndarray:
         factor = min(image.size) // (2 * shorter)
@@ -77,38 +84,19 @@ def preprocessor(metadata: dict):
     return preprocess
 
 
-def metadata_problem(metadata: object) -> str | None:
-    """What is wrong with an exported model's metadata (None: nothing): the fields the Predictor reads."""
-    if not isinstance(metadata, dict):
-        return "is not a JSON object"
-    names = metadata.get("class_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        return "field class_names must be a non-empty list of strings"
-    resolution = metadata.get("resolution")
-    if not isinstance(resolution, int) or isinstance(resolution, bool) or not 16 <= resolution <= 4096:
-        return f"field resolution must be an integer in [16, 4096], not {resolution!r}"
-    for key in ("mean", "std"):
-        value = metadata.get(key)
-        if not isinstance(value, list) or len(value) != 3 or not all(isinstance(v, int | float) for v in value):
-            return f"field {key} must be 3 numbers, not {value!r}"
-    if not all(v > 0 for v in metadata["std"]):
-        return "field std must be positive"
-    return None
-
-
 class Predictor:
     """Callable model plus its metadata; `predict(images, k)` returns the top-k per image."""
 
-    def __init__(self, run, metadata: dict, source: str) -> None:
+    def __init__(self, run, card: ModelCard, model_config: dict, source: str) -> None:
         self._run = run  # float32 array (N, 3, R, R) -> logits array (N, K)
-        self.metadata = metadata
-        self.class_names: list[str] = metadata["class_names"]
+        self.card = card
+        self.class_names: list[str] = list(card.class_names)
         self.species = sum(name != NO_BIRD for name in self.class_names)  # what the page counts
         self.source = source
         # What the service shows: the model, not the server's paths.
-        arch, width, size = metadata.get("arch", "?"), metadata.get("width_mult", 0), metadata["resolution"]
+        arch, width, size = model_config.get("arch", "?"), model_config.get("width_mult", 0), card.inference.resolution
         self.name = f"MobileNet{str(arch).upper()} {width:g}/{size} ({Path(source).name})"
-        self.preprocess = preprocessor(metadata)  # RGB PIL image -> the model's input (3, R, R) float32
+        self.preprocess = preprocessor(card)  # RGB PIL image -> the model's input (3, R, R) float32
 
     @classmethod
     def load(cls, path: str | Path) -> "Predictor":
@@ -121,14 +109,14 @@ class Predictor:
             return cls._load_onnx(path)
         if path.suffix == ".tflite":
             return cls._load_published(str(path))
-        model, info = load_checkpoint(path)
-        fast = inference_model(model, info, channels_last=True)
+        model, card, info = load_checkpoint(path)
+        fast = inference_model(model, card, channels_last=True)
 
         def run(x: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
                 return fast(torch.from_numpy(x)).float().numpy()
 
-        return cls(run, export_metadata(info, info["model_config"]), str(path))
+        return cls(run, card, info["model_config"], str(path))
 
     @classmethod
     def _load_published(cls, spec: str) -> "Predictor":
@@ -136,23 +124,23 @@ class Predictor:
         from mobilenet.tflite import TFLiteImportError
 
         try:
-            model = load_pretrained(spec)
+            model, card = load_pretrained(spec)
         except (TFLiteImportError, RuntimeError, ValueError) as e:
             raise CheckpointError(str(e)) from None
         outputs = model.config["num_classes"]
         if not outputs:
             raise CheckpointError(f"{spec}: the file has no classifier (a feature extractor): nothing to name")
-        labels = model.output_labels or [f"output {i}" for i in range(outputs)]
+        labels = card.class_names or [f"output {i}" for i in range(outputs)]
         # The bird file's last output is its "nothing here" class: named as an answer, not as a species.
-        names = [NO_BIRD if x == "background" else common_name_first(x) for x in labels]
-        info = {"data_config": model.data_config, "class_names": names}
-        fast = inference_model(model, info, channels_last=True)
+        names = tuple(NO_BIRD if x == "background" else common_name_first(x) for x in labels)
+        card = dataclasses.replace(card, class_names=names)
+        fast = inference_model(model, card, channels_last=True)
 
         def run(x: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
                 return fast(torch.from_numpy(x)).float().numpy()
 
-        predictor = cls(run, export_metadata(info, model.config), Path(spec).name)
+        predictor = cls(run, card, model.config, Path(spec).name)
         predictor.name += ", as published (no training here)"
         return predictor
 
@@ -174,9 +162,10 @@ class Predictor:
             metadata = json.loads(props[METADATA_KEY])
         except ValueError:
             raise CheckpointError(f"{path}: its '{METADATA_KEY}' metadata is not JSON") from None
-        problem = metadata_problem(metadata)
-        if problem:
-            raise CheckpointError(f"{path}: metadata {problem}")
+        try:
+            card = card_of_metadata(metadata)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: metadata {e}") from None
         try:
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             input_name = session.get_inputs()[0].name
@@ -184,16 +173,16 @@ class Predictor:
             def run(x: np.ndarray) -> np.ndarray:
                 return session.run(None, {input_name: x})[0]
 
-            resolution = metadata["resolution"]
+            resolution = card.inference.resolution
             probe = run(np.zeros((1, 3, resolution, resolution), dtype=np.float32))
         except Exception as e:  # onnxruntime's errors: a graph that does not take the metadata's input
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"{path}: the graph does not run on a {resolution}px input: {first}") from None
-        if probe.shape != (1, len(metadata["class_names"])):
+        if probe.shape != (1, len(card.class_names)):
             raise CheckpointError(
-                f"{path}: the graph gives {probe.shape[-1]} outputs for {len(metadata['class_names'])} class names"
+                f"{path}: the graph gives {probe.shape[-1]} outputs for {len(card.class_names)} class names"
             )
-        return cls(run, metadata, str(path))
+        return cls(run, card, metadata, str(path))
 
     def logits(self, images: list[Image.Image]) -> np.ndarray:
         return self._run(np.stack([self.preprocess(img) for img in images]))

@@ -52,9 +52,9 @@ def symmetric_form(
 
     "SAME" pads one pixel more after than before when its total is odd (every stride-2 layer on an even input).
     Padding symmetrically by the larger amount and putting one zero row (column) in front of the kernel gives
-    exactly the same sums at the same output positions, with no padded copy of the input: a separate pad op
-    made Google's imported models 1.3-1.8x slower than the same network from scratch (README, Speed). The
-    extra tap multiplies only zero weights. Needs an undilated kernel."""
+    exactly the same sums at the same output positions, with no padded copy of the input (a separate pad op
+    copies every stride-2 layer's input, and slowed Google's imported models against the same network from
+    scratch). The extra tap multiplies only zero weights. Needs an undilated kernel."""
     top, bottom, left, right = padding
     extra_h, extra_w = bottom - top, right - left
     if extra_h not in (0, 1) or extra_w not in (0, 1) or (any(d != 1 for d in dilation) and (extra_h or extra_w)):

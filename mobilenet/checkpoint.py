@@ -1,14 +1,16 @@
 """Checkpoints: assembled and written here, read here; atomic, `weights_only=True`, enough to rebuild the model.
 
 A training checkpoint (`make_checkpoint`) holds `format_version`, `model` (state_dict), `model_config` (the
-`create_model` arguments), `data_config` (resolution and normalization the weights expect), `class_names`,
-`config` (the run record, `training.config.RunConfig.to_dict()`), `epoch`, `metrics`, `best_val_top1`, and for
-resuming `optimizer`, `scheduler`, `ema`, `scaler` and `rng`. `load_checkpoint` rebuilds the model from it;
-when the run kept an EMA of the weights, the EMA weights are the ones evaluated during training, so they are
-the ones loaded.
+`create_model` arguments: architecture, width, dropout, classes), `card` (`mobilenet.card.ModelCard`: class
+names, normalization, training resolution, test-time inference), `config` (the rest of the run record:
+`training.config.RunConfig.of_checkpoint` puts it together), `epoch`, `metrics`, `best_val_top1`, and for
+resuming `optimizer`, `scheduler`, `ema`, `scaler` and `rng`. Each fact has one home. `load_checkpoint`
+rebuilds the model and its card; when the run kept an EMA of the weights, the EMA weights are the ones
+evaluated during training, so they are the ones loaded.
 
-Format versions: 1 (before the run record; no `format_version` key, `config` holds the raw options) and 2.
-Both load; a newer version is refused with a message naming it.
+Format versions: 1 (before the run record; no `format_version` key, `config` holds the raw options), 2 (class
+names and `data_config` beside the run record) and 3 (the card). 1 and 2 are read by one upgrade
+(`_upgrade`: `mobilenet.card.legacy_card`); a newer version is refused with a message naming it.
 """
 
 import hashlib
@@ -20,11 +22,13 @@ import torch
 
 from atomicfile import write_atomically
 from cli import InputError
+from mobilenet.card import ModelCard, card_problem, legacy_card
 from mobilenet.common import MobileNetBase
 from mobilenet.factory import create_model
 
-REQUIRED_KEYS = ("model", "model_config", "data_config", "class_names")
-FORMAT_VERSION = 2
+REQUIRED_KEYS = ("model", "model_config", "card")
+LEGACY_KEYS = ("model", "model_config", "data_config", "class_names")  # formats 1 and 2
+FORMAT_VERSION = 3
 
 
 class CheckpointError(InputError, ValueError):
@@ -34,21 +38,21 @@ class CheckpointError(InputError, ValueError):
 def make_checkpoint(
     model: MobileNetBase,
     *,
-    class_names: list[str],
+    card: ModelCard,
     config: dict,
     epoch: int,
     metrics: dict,
     best_val_top1: float,
     training: dict | None = None,
 ) -> dict:
-    """The checkpoint of `model` after `epoch`; `training` holds the resume state (`optimizer`, `scheduler`,
-    `ema`, `scaler`, `rng`), None for a weights-only file."""
+    """The checkpoint of `model` after `epoch`; `config` the run record without what the model's config and
+    card hold; `training` the resume state (`optimizer`, `scheduler`, `ema`, `scaler`, `rng`), None for a
+    weights-only file."""
     return {
         "format_version": FORMAT_VERSION,
         "model": model.state_dict(),
         "model_config": model.config,
-        "data_config": model.data_config,
-        "class_names": list(class_names),
+        "card": card.to_dict(),
         "config": config,
         "epoch": epoch,
         "metrics": metrics,
@@ -115,21 +119,36 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {_first_line(e)}") from None
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {_first_line(e)}") from None
-    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise CheckpointError(f"{path}: not a checkpoint of this project (missing {', '.join(missing)})")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a checkpoint of this project (a {type(state).__name__}, not a dict)")
     version = state.get("format_version", 1)
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {version!r}; this version of the project reads 1 to {FORMAT_VERSION}"
         )
+    missing = [k for k in (REQUIRED_KEYS if version == FORMAT_VERSION else LEGACY_KEYS) if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a checkpoint of this project (missing {', '.join(missing)})")
     recorded = state.get(CHECKSUM_KEY)  # files written before checksums have none
     if recorded is not None and recorded != tensor_checksum(state):
         raise CheckpointError(f"{path}: its tensors do not match the checksum saved with them: the file is corrupt")
+    if version < FORMAT_VERSION:
+        state = _upgrade(state, path)
     problem = schema_problem(state)
     if problem:
         raise CheckpointError(f"{path}: {problem}")
     return state
+
+
+def _upgrade(state: dict, path: Path) -> dict:
+    """A format 1 or 2 checkpoint in format 3's layout: its card from `class_names`, `data_config` and the run's
+    test-time options (the run record keeps its copies of the model's facts: they agree)."""
+    try:
+        card = legacy_card(state)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    upgraded = {k: v for k, v in state.items() if k not in ("data_config", "class_names", CHECKSUM_KEY)}
+    return dict(upgraded, format_version=FORMAT_VERSION, card=card.to_dict())
 
 
 # The first bytes of files people mistake for a checkpoint, and what to call them.
@@ -179,7 +198,7 @@ def schema_problem(state: dict) -> str | None:
     A checkpoint is data from anywhere: a wrong type, an unknown key or a class count that disagrees with the
     weights would otherwise surface later as a raw TypeError, an IndexError at prediction time, or a huge
     allocation."""
-    config, data, names = state["model_config"], state["data_config"], state["class_names"]
+    config = state["model_config"]
     if not isinstance(config, dict):
         return f"field model_config must be a dict, not {type(config).__name__}"
     unknown = sorted(map(str, set(config) - MODEL_CONFIG_KEYS))
@@ -198,23 +217,14 @@ def schema_problem(state: dict) -> str | None:
         return f"field model_config.activation must be 'ReLU' or 'ReLU6', not {config.get('activation')!r}"
     if config.get("padding", "symmetric") not in ("symmetric", "tf_same"):
         return f"field model_config.padding must be 'symmetric' or 'tf_same', not {config.get('padding')!r}"
-    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
-        return "field class_names must be a list of strings"
+    problem = card_problem(state["card"])
+    if problem:
+        return problem
+    names = state["card"]["class_names"]
     if len(names) != classes:
-        return f"field class_names has {len(names)} names for a {classes}-way classifier"
+        return f"field card.class_names has {len(names)} names for a {classes}-way classifier"
     if not isinstance(state.get("config", {}), dict):
         return f"field config must be a dict, not {type(state['config']).__name__}"
-    if not isinstance(data, dict):
-        return f"field data_config must be a dict, not {type(data).__name__}"
-    resolution = data.get("resolution")
-    if not isinstance(resolution, int) or isinstance(resolution, bool) or not 16 <= resolution <= 4096:
-        return f"field data_config.resolution must be an integer in [16, 4096], not {resolution!r}"
-    for key in ("mean", "std"):
-        value = data.get(key)
-        if not isinstance(value, list | tuple) or len(value) != 3 or not all(map(_is_number, value)):
-            return f"field data_config.{key} must be 3 numbers, not {value!r}"
-    if not all(_is_number(v) and v > 0 for v in data["std"]):
-        return "field data_config.std must be positive"
     for key in ("model", *(["ema"] if state.get("ema") is not None else [])):
         weights = state[key].get("module") if key == "ema" and isinstance(state[key], dict) else state[key]
         if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
@@ -226,11 +236,13 @@ def schema_problem(state: dict) -> str | None:
     return None
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[MobileNetBase, dict]:
-    """Rebuild the model from a checkpoint alone: `(model in eval mode, info)`.
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[MobileNetBase, ModelCard, dict]:
+    """Rebuild the model from a checkpoint alone: `(model in eval mode, its card, info)`.
 
-    `info` holds `config`, `model_config`, `class_names`, `data_config` (normalization, resolution),
-    `epoch` and `metrics`.
+    `info` holds the run's `config` (the record without the model's facts: `RunConfig.of_checkpoint(info)`
+    puts the whole record together), `model_config`, `card` (as stored), `epoch` and `metrics`.
     """
     state = read_checkpoint(path, map_location)
     model = create_model(**state["model_config"])
@@ -241,13 +253,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path}: weights do not fit the recorded architecture: {str(e).splitlines()[0]}"
         ) from None
-    model.data_config = dict(state["data_config"])
     info = {
         "config": state.get("config", {}),
         "model_config": state["model_config"],
-        "class_names": list(state["class_names"]),
-        "data_config": dict(state["data_config"]),
+        "card": state["card"],
         "epoch": state.get("epoch"),
         "metrics": state.get("metrics", {}),
     }
-    return model.eval(), info
+    return model.eval(), ModelCard.from_dict(state["card"]), info

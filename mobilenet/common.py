@@ -4,13 +4,10 @@
 import torch
 from torch import nn
 
-# What the weights expect as input, as mean/std of RGB in [0, 1]: torchvision's and timm's ImageNet
-# statistics, and Google's TensorFlow checkpoints' [-1, 1] scaling, (x - 127.5) / 127.5.
+# What ImageNet-trained weights expect as input, as mean/std of RGB in [0, 1] (torchvision's and timm's
+# statistics); a model's card (`mobilenet.card`) records the normalization of its own weights.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-INCEPTION_MEAN = (0.5, 0.5, 0.5)
-INCEPTION_STD = (0.5, 0.5, 0.5)
-NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "inception": (INCEPTION_MEAN, INCEPTION_STD)}
 
 
 class MobileNetBase(nn.Module):
@@ -23,16 +20,8 @@ class MobileNetBase(nn.Module):
     config: dict
     features: nn.Sequential
     num_features: int
-    # What the weights expect as input: the training resolution and the normalization. Pretrained
-    # loaders set it; checkpoints store it, so evaluation and prediction apply the right one.
-    data_config: dict
-    # Where pretrained weights came from (a file path or URL), set by the pretrained loaders.
-    pretrained_source: str | None = None
-    # The names of the pretrained head's outputs, when the file comes with them (`mobilenet.pretrained`).
-    output_labels: list[str] | None = None
 
     def _build_head(self, num_features: int, num_classes: int, dropout: float) -> None:
-        self.data_config = {"resolution": 224, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         self.num_features = num_features
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
@@ -59,7 +48,6 @@ class MobileNetBase(nn.Module):
         else:
             self.classifier = nn.Identity()
         self.config["num_classes"] = num_classes
-        self.output_labels = None
 
 
 def check_width(width_mult: float) -> None:

@@ -10,7 +10,8 @@
   (the Coral / AIY "birds V1" model, Apache-2.0) and its labels, downloaded from google-coral/test_data into
   torch.hub's checkpoints folder with a SHA-256 check (offline: the same one-line error).
 
-A `.tflite` keeps its own head when `num_classes` is None; its output labels (`model.output_labels`) come from
+Each comes with its card (`mobilenet.card.ModelCard`: resolution, normalization, one plain pass). A `.tflite`
+keeps its own head when `num_classes` is None; its output labels (the card's class names) come from
 the labels file beside it: the one `*labels*.txt` in its folder with a line per output (the ImageNet files'
 `background`, dropped from the head, is dropped from the labels too).
 
@@ -23,6 +24,7 @@ not the pretrained one. Re-estimating each batch norm on real images (running me
 batch statistics land near the running ones, and fine-tuning starts from the pretrained function.
 """
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Iterable
@@ -34,10 +36,12 @@ import torch
 from torch import nn
 
 from cli import InputError
-from mobilenet.common import MobileNetBase
+from mobilenet.card import ModelCard
+from mobilenet.common import IMAGENET_MEAN, IMAGENET_STD, MobileNetBase
 from mobilenet.factory import create_model
 from mobilenet.interop import load_timm_mobilenetv1, load_torchvision_mobilenet_v2
 from mobilenet.tflite import V2_WIDTHS, load_tflite
+from mobilenet.tta import Inference
 from mobilenet.v1 import MobileNetV1
 from mobilenet.v2 import MobileNetV2
 
@@ -275,24 +279,25 @@ def resolve_start(spec: str | Path) -> Path | None:
     return path
 
 
-def load_pretrained(spec: str | Path, *, num_classes: int | None = None) -> MobileNetBase:
-    """A pretrained model from `spec` (see the module docstring); `num_classes` K gives a fresh K-way head,
-    None keeps the file's own head (and its labels, `model.output_labels`, where they are known)."""
+def load_pretrained(spec: str | Path, *, num_classes: int | None = None) -> tuple[MobileNetBase, ModelCard]:
+    """A pretrained model from `spec` (see the module docstring) and its card; `num_classes` K gives a fresh
+    K-way head (the card then names no classes), None keeps the file's own head (and its labels, as the card's
+    class names, where they are known)."""
     path = resolve_start(spec)
     if path is None:
-        model = from_state_dict(_imagenet_state_dict(), "imagenet")
-        model.pretrained_source = IMAGENET_URL
+        model, source = from_state_dict(_imagenet_state_dict(), "imagenet"), IMAGENET_URL
     elif path.suffix == ".tflite":
-        model = load_tflite(path, num_classes=num_classes)
+        model, card = load_tflite(path, num_classes=num_classes)
         if num_classes is None and isinstance(model.classifier, nn.Linear):
-            model.output_labels = labels_beside(path, model.classifier.out_features)
-        return model
+            labels = labels_beside(path, model.classifier.out_features)
+            card = dataclasses.replace(card, class_names=tuple(labels or ()))
+        return model, card
     else:
-        model = from_state_dict(_load_state_dict(path), str(path))
-        model.pretrained_source = str(path)
+        model, source = from_state_dict(_load_state_dict(path), str(path)), str(path)
     if num_classes is not None:
         model.reset_classifier(num_classes)
-    return model.eval()
+    # torchvision's and timm's ImageNet weights: 224 px, ImageNet statistics; their labels are not in the file.
+    return model.eval(), ModelCard((), IMAGENET_MEAN, IMAGENET_STD, 224, Inference(224), source=source)
 
 
 def transplant_head(model: MobileNetBase, source: nn.Linear, rows: list[list[int]]) -> None:

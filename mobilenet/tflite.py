@@ -29,8 +29,10 @@ from torch import nn
 
 from cli import InputError
 from layers import ConvBNAct
+from mobilenet.card import ModelCard
 from mobilenet.common import MobileNetBase
 from mobilenet.factory import create_model
+from mobilenet.tta import Inference
 
 _ACTIVATIONS = {0: None, 1: "ReLU", 3: "ReLU6"}
 _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 9: np.int8, 4: np.int64}
@@ -191,7 +193,9 @@ def _match_width(arch: str, features: list[_Layer], activation: str, path: Path)
     raise TFLiteImportError(f"{path}: no MobileNet{arch.upper()} width reproduces the file's shapes ({first_mismatch})")
 
 
-def load_tflite(path: str | Path, *, num_classes: int | None = None, keep_background: bool = False) -> MobileNetBase:
+def load_tflite(
+    path: str | Path, *, num_classes: int | None = None, keep_background: bool = False
+) -> tuple[MobileNetBase, ModelCard]:
     """Build our MobileNet from a `.tflite` file and load its weights.
 
     Args:
@@ -199,7 +203,8 @@ def load_tflite(path: str | Path, *, num_classes: int | None = None, keep_backgr
             `keep_background`); K > 0 puts a fresh K-way classifier on the pretrained backbone; 0 gives
             the backbone alone. A file without classifier loads as a backbone (or with a fresh K-way one).
 
-    Returns the model in eval mode, with `model.data_config` set to the file's resolution and normalization.
+    Returns the model in eval mode and its card: the file's resolution and normalization, one plain pass, no
+    class names (the file has none; `mobilenet.pretrained` finds a labels file beside it).
     """
     path = Path(path)
     if not path.is_file():
@@ -213,7 +218,9 @@ def load_tflite(path: str | Path, *, num_classes: int | None = None, keep_backgr
         raise TFLiteImportError(f"{path}: not a readable MobileNet .tflite file ({reason})") from None
 
 
-def _build(graph: _Graph, path: Path, num_classes: int | None, keep_background: bool) -> MobileNetBase:
+def _build(
+    graph: _Graph, path: Path, num_classes: int | None, keep_background: bool
+) -> tuple[MobileNetBase, ModelCard]:
     layers, has_add = _read_layers(graph)
     if not layers:
         raise TFLiteImportError(f"{path}: no convolution found")
@@ -260,9 +267,8 @@ def _build(graph: _Graph, path: Path, num_classes: int | None, keep_background: 
         mean, std = (zero_point / 255,) * 3, (1 / (255 * scale),) * 3
     else:  # float files expect (x - 127.5) / 127.5
         mean, std = (0.5,) * 3, (0.5,) * 3
-    model.data_config = {"resolution": resolution, "mean": mean, "std": std}
-    model.pretrained_source = str(path)
-    return model.eval()
+    card = ModelCard((), mean, std, resolution, Inference(resolution), source=str(path))
+    return model.eval(), card
 
 
 def _set_affine(bn: nn.BatchNorm2d, scale: torch.Tensor, shift: torch.Tensor) -> None:

@@ -18,12 +18,10 @@ resizes it to the full input size, classifies the crop, and averages the two pas
 No boxes are used at test time. `--test-hflip` also averages each pass with its mirror image. The test resolution
 (FixRes, Touvron et al. 2019: objects look larger after a random-resized-crop in training than after a centre
 crop in test, so testing at a higher resolution than training helps) is a preprocessing choice and lives in
-`Inference.resolution`. A run records its choices (`RunConfig.test_scale`, `test_hflip`, `look_twice`);
-evaluate.py, predict.py, serve.py and export.py read them through `training.view.RunView` and wrap the model
-with its `inference.wrap`.
+`Inference.resolution`. A run records its choices (`RunConfig.test_scale`, `test_hflip`, `look_twice`) in
+its model's card (`mobilenet.card.ModelCard.inference`); every command wraps the model with `inference.wrap`.
 """
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -40,18 +38,6 @@ class Inference:
     resolution: int
     hflip: bool = False
     look_twice: bool = False
-
-    @classmethod
-    def of_run(cls, resolution: int, config: Mapping) -> "Inference":
-        """The choices of a run trained at `resolution` whose record is `config` (a `RunConfig` as a dict; a
-        record older than these settings means one plain pass)."""
-        scale = config.get("test_scale", 1.0)
-        return cls(round(resolution * scale), bool(config.get("test_hflip")), bool(config.get("look_twice")))
-
-    @classmethod
-    def of_checkpoint(cls, info: dict) -> "Inference":
-        """The choices recorded by the run that wrote a checkpoint (`load_checkpoint`'s info)."""
-        return cls.of_run(info["data_config"]["resolution"], info.get("config") or {})
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """`model` itself for a single plain pass, else a `LookTwice` around it."""

@@ -11,9 +11,9 @@ from torch import nn
 import train
 from data.cub import CUB200, readable_class_name
 from data.species_map import MAP_FILE, build_map, common_name_first, normalise, output_rows, read_map
-from data.transforms import eval_transform
 from mobilenet import pretrained
 from mobilenet.checkpoint import load_checkpoint
+from mobilenet.preprocess import eval_transform
 from mobilenet.pretrained import Download, fetch, labels_beside, load_pretrained, transplant_head
 from tests.conftest import CUB20, WEIGHTS, requires_cub20, requires_weights
 
@@ -120,10 +120,13 @@ def test_labels_beside_picks_the_one_file_that_fits(tmp_path):
 
 @requires_weights
 def test_inat_birds_loads_with_its_965_way_head_and_labels():
-    model = load_pretrained(WEIGHTS / BIRD_FILE)
+    model, card = load_pretrained(WEIGHTS / BIRD_FILE)
     assert model.classifier.out_features == 965
-    assert model.output_labels[-1] == "background" and len(model.output_labels) == 965
-    assert model.output_labels[0] == "Haemorhous cassinii (Cassin's Finch)"
+    assert card.class_names[-1] == "background" and len(card.class_names) == 965
+    assert card.class_names[0] == "Haemorhous cassinii (Cassin's Finch)"
+    # The file's own input (its uint8 quantization: (pixel - 128) / 128), 224 px, one plain pass.
+    assert card.resolution == 224 and card.inference.passes == 1
+    assert card.mean == pytest.approx((128 / 255,) * 3) and card.std == pytest.approx((128 / 255,) * 3, rel=1e-3)
 
 
 @requires_cub20
@@ -135,17 +138,17 @@ def test_zero_shot_start_is_the_bird_experts_own_answer(tmp_path):
     args = ["--pretrained", str(WEIGHTS / BIRD_FILE), "--data-root", str(CUB20), "--classes", "1,2,4"]
     args += ["--epochs", "0", "--transplant-head", "--workers", "0", "--no-progress"]
     final = train.main([*args, "--out", str(out)])
-    raw = load_pretrained(WEIGHTS / BIRD_FILE)
-    rows = output_rows(["Black-footed Albatross", "Laysan Albatross", "Groove-billed Ani"], raw.output_labels)
+    raw, raw_card = load_pretrained(WEIGHTS / BIRD_FILE)
+    rows = output_rows(["Black-footed Albatross", "Laysan Albatross", "Groove-billed Ani"], list(raw_card.class_names))
     columns = [r[0] for r in rows]
-    test = CUB200(CUB20, "test", eval_transform(224, mean=raw.data_config["mean"], std=raw.data_config["std"]))
+    test = CUB200(CUB20, "test", eval_transform(224, mean=raw_card.mean, std=raw_card.std))
     test = CUB200(CUB20, "test", test.transform, classes=[1, 2, 4])
     images, labels = zip(*(test[i] for i in range(len(test))))
     with torch.no_grad():
         expected = (raw(torch.stack(images))[:, columns].argmax(1) == torch.tensor(labels)).double().mean()
     assert final["test_top1"] == pytest.approx(expected.item(), abs=1 / len(test))  # one image of float noise
     assert final["test_top1_mapped"] == final["test_top1"] and final["test_top1_unmapped"] is None
-    model, info = load_checkpoint(out / "best.pt")  # evaluate.py's reader
+    model, _, info = load_checkpoint(out / "best.pt")  # evaluate.py's reader
     assert info["epoch"] == 0 and info["config"]["transplant_head"] is True
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["epoch"] == 0
 
@@ -162,7 +165,7 @@ def test_predict_names_a_species_with_the_published_file(tmp_path):
     assert predictor.class_names[0] == "Cassin's Finch (Haemorhous cassinii)"
     assert "as published" in predictor.name and BIRD_FILE in predictor.name
     # Its answer is the raw import's argmax on the same preprocessed input.
-    raw = load_pretrained(WEIGHTS / BIRD_FILE)
+    raw, _ = load_pretrained(WEIGHTS / BIRD_FILE)
     from PIL import Image
 
     image = Image.open(WEIGHTS / "parrot.jpg").convert("RGB")

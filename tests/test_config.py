@@ -9,7 +9,9 @@ import torch
 
 import train
 from mobilenet import create_model, load_checkpoint
+from mobilenet.card import ModelCard
 from mobilenet.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
+from mobilenet.tta import Inference
 from tests.conftest import tiny_train_args
 from training.config import (
     OPTIONS,
@@ -111,14 +113,42 @@ def test_every_option_is_declared_once_and_reaches_the_record_the_help_and_the_r
             argv += flag
     config = resolve_config(vars(parser.parse_args(argv)), data_root="/d", builtin_data=False)
     assert {name: getattr(config, name) for name in expected} == expected
-    plain = RunConfig()
+
+
+def test_an_option_a_resume_may_change_changes_no_pixel_label_or_weight(tiny_synthetic_root, tmp_path):
+    """The resume rule's claim, derived by running: a run with any one resumable option changed (a moved copy of
+    the data, workers, the cache folder, batches made on the device, the device, the run folder, evaluation
+    frequency, the allocator, progress lines) trains the same weights bit for bit as the plain run, so a resume
+    that changes it continues the same run. Every other option is refused by `check_resume`."""
+    import shutil
+
+    def trained(name: str, *extra: str) -> dict:
+        base = ["--epochs", "2", "--cache", "--cache-dir", str(tmp_path / "cache"), "--no-device-pipeline"]
+        train.main(tiny_train_args(tiny_synthetic_root, tmp_path / name, *base, "--no-progress", *extra))
+        return torch.load(tmp_path / name / "last.pt", weights_only=True)["model"]
+
+    moved = shutil.copytree(tiny_synthetic_root.parent, tmp_path / "moved") / tiny_synthetic_root.name
+    variants = {
+        "data_root": ["--data-root", str(moved)],
+        "workers": ["--workers", "1"],
+        "cache_dir": ["--cache-dir", str(tmp_path / "other-cache")],
+        "device_pipeline": ["--device-pipeline"],
+        "device": ["--device", "cpu"],
+        "out": [],  # every variant writes its own folder
+        "eval_every": ["--eval-every", "2"],
+        "malloc_tuning": ["--no-malloc-tuning"],
+        "progress": ["--progress"],
+    }
+    assert set(variants) == {name for name, f in OPTIONS.items() if f.metadata["resumable"]}
+    plain = trained("plain")
+    for name, extra in variants.items():
+        weights = trained(name, *extra)
+        assert all(torch.equal(weights[k], plain[k]) for k in plain), f"{flag_of(name)} changed the weights"
+    record = RunConfig()
     for name in OPTIONS:
-        changed = dataclasses.replace(plain, **{name: _sample(name)[1]})
-        if OPTIONS[name].metadata["resumable"]:
-            check_resume(plain, changed, "last.pt")
-        else:
+        if name not in variants:
             with pytest.raises(UsageError, match=f"the run has {flag_of(name)} "):
-                check_resume(plain, changed, "last.pt")
+                check_resume(record, dataclasses.replace(record, **{name: _sample(name)[1]}), "last.pt")
 
 
 @pytest.mark.parametrize(
@@ -144,16 +174,19 @@ def test_resume_refuses_a_changed_run_naming_the_flag(tiny_synthetic_root, tmp_p
 
 def test_checkpoint_format_versions(tmp_path):
     model = create_model("v1", width_mult=0.25, num_classes=3)
-    state = make_checkpoint(model, class_names=["a", "b", "c"], config={}, epoch=1, metrics={}, best_val_top1=0.5)
-    # A format-1 file (before the run record): no version key, the raw options as config. Still loads.
-    old = {k: v for k, v in state.items() if k != "format_version"}
+    card = ModelCard(("a", "b", "c"), (0.5,) * 3, (0.5,) * 3, 128, Inference(128))
+    state = make_checkpoint(model, card=card, config={}, epoch=1, metrics={}, best_val_top1=0.5)
+    # A format-1 file (before the run record and the card): no version key, class names and data_config beside
+    # the raw options. Still loads, its card made from those fields.
+    old = {k: v for k, v in state.items() if k not in ("format_version", "card")}
+    old.update(class_names=["a", "b", "c"], data_config={"resolution": 128, "mean": [0.5] * 3, "std": [0.5] * 3})
     old["config"] = {"data_root": "/somewhere", "class_ids": [1, 2, 3], "builtin_data": False, "_private": 1}
     save_checkpoint(old, tmp_path / "v1.pt")
-    loaded, info = load_checkpoint(tmp_path / "v1.pt")
-    assert torch.equal(loaded.classifier.weight, model.classifier.weight)
-    assert RunConfig.from_dict(info["config"]).class_ids == (1, 2, 3)
+    loaded, loaded_card, info = load_checkpoint(tmp_path / "v1.pt")
+    assert torch.equal(loaded.classifier.weight, model.classifier.weight) and loaded_card == card
+    assert RunConfig.of_checkpoint(info).class_ids == (1, 2, 3)
     save_checkpoint(dict(state, format_version=99), tmp_path / "v99.pt")
-    with pytest.raises(CheckpointError, match="v99.pt: checkpoint format version 99; .* reads 1 to 2"):
+    with pytest.raises(CheckpointError, match="v99.pt: checkpoint format version 99; .* reads 1 to 3"):
         load_checkpoint(tmp_path / "v99.pt")
 
 

@@ -11,11 +11,11 @@ from PIL import Image
 import export
 import predict
 from data.cub import CUB200
-from data.transforms import eval_transform
 from deploy.export import ExportMismatch, run_executorch
 from deploy.images import IMAGE_SUFFIXES, ImageRejected, decode_image
 from deploy.predictor import METADATA_KEY, Predictor
 from mobilenet import load_checkpoint
+from mobilenet.tta import Inference
 from tests.conftest import (
     CUB20,
     WEIGHTS,
@@ -92,8 +92,8 @@ def test_onnx_export_matches_pytorch_and_carries_metadata(checkpoint, tmp_path, 
     proto = onnx.load(str(out))
     metadata = json.loads({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])
     sidecar = json.loads((tmp_path / "model.onnx.json").read_text())
-    assert metadata["class_names"] == sidecar["class_names"] and len(metadata["class_names"]) == 4
-    assert metadata["resolution"] == 64 and len(metadata["mean"]) == len(metadata["std"]) == 3
+    # The file carries the checkpoint's card, whole (and the same JSON beside it).
+    assert metadata == sidecar and metadata["card"] == torch.load(checkpoint, weights_only=True)["card"]
     assert proto.opset_import[0].version >= 18
     # The exported graph is the BN-folded one, with a dynamic batch dimension.
     assert not any(node.op_type == "BatchNormalization" for node in proto.graph.node)
@@ -122,11 +122,14 @@ def test_executorch_export_runs_in_the_executorch_runtime(checkpoint, tmp_path, 
         ]
     )
     assert report["max_abs_difference"] <= 1e-4 and report["same_top1"] == 1.0
-    assert json.loads((tmp_path / "model.pte.json").read_text())["resolution"] == 64
+    assert (
+        json.loads((tmp_path / "model.pte.json").read_text())["card"]
+        == torch.load(checkpoint, weights_only=True)["card"]
+    )
     # Independently of export.py's own check: run the file again and compare with the eval-mode model.
     from mobilenet import load_checkpoint
 
-    model, _ = load_checkpoint(checkpoint)
+    model, _, _ = load_checkpoint(checkpoint)
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         expected = model(x).numpy()
@@ -169,9 +172,8 @@ def test_int8_quantization_keeps_a_trained_model_s_predictions(checkpoint, tiny_
     from deploy.quantize import quantize_int8, sample_tensors
     from mobilenet import load_checkpoint
 
-    model, info = load_checkpoint(checkpoint)
-    data = info["data_config"]
-    view = eval_transform(64, mean=data["mean"], std=data["std"])
+    model, card, _ = load_checkpoint(checkpoint)
+    view = card.transform()
     train_x, _ = sample_tensors(CUB200(tiny_synthetic_root, "train", view))
     test_x, _ = sample_tensors(CUB200(tiny_synthetic_root, "test", view))
     int8 = quantize_int8(model, list(train_x.split(6)))
@@ -195,9 +197,8 @@ def test_int8_google_v1_keeps_confident_predictions_on_real_birds():
     from deploy.quantize import quantize_int8, sample_tensors
     from mobilenet.tflite import load_tflite
 
-    model = load_tflite(WEIGHTS / "mobilenet_v1_0.75_192_quant.tflite").eval()
-    mean, std = model.data_config["mean"], model.data_config["std"]
-    view = eval_transform(192, mean=mean, std=std)
+    model, card = load_tflite(WEIGHTS / "mobilenet_v1_0.75_192_quant.tflite")
+    view = card.transform()
     train_x, _ = sample_tensors(CUB200(CUB20, "train", view), 64)
     test_x, _ = sample_tensors(CUB200(CUB20, "test", view), 100)
     int8 = quantize_int8(model, list(train_x.split(32)))
@@ -216,7 +217,7 @@ def test_int8_quantizes_every_convolution_of_a_tensorflow_padded_model():
     from deploy.quantize import quantize_int8
     from mobilenet.tflite import load_tflite
 
-    model = load_tflite(WEIGHTS / "mobilenet_v2_1.0_224_quant.tflite").eval()
+    model, _ = load_tflite(WEIGHTS / "mobilenet_v2_1.0_224_quant.tflite")
     int8 = quantize_int8(model, [torch.randn(2, 3, 224, 224)])
     targets = [str(n.target) for n in int8.graph.nodes if n.op == "call_function"]
     assert targets.count("quantized_decomposed.dequantize_per_channel.default") == 52 + 1
@@ -264,10 +265,12 @@ def test_export_says_when_a_folder_holds_no_images(checkpoint, tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def with_test_time(checkpoint, tmp_path, **settings) -> str:
-    """A copy of `checkpoint` whose run recorded other test-time settings (test_scale, test_hflip, look_twice)."""
+def with_test_time(checkpoint, tmp_path, *, test_scale: float, test_hflip: bool, look_twice: bool) -> str:
+    """A copy of `checkpoint` whose run recorded other test-time settings, as train.py records them."""
     state = torch.load(checkpoint, weights_only=True)
-    state["config"] = dict(state["config"], **settings)
+    state["config"] = dict(state["config"], test_scale=test_scale)
+    resolution = round(state["card"]["resolution"] * test_scale)
+    state["card"]["inference"] = {"resolution": resolution, "hflip": test_hflip, "look_twice": look_twice}
     path = tmp_path / "look-twice.pt"
     torch.save(state, path)
     return str(path)
@@ -293,7 +296,7 @@ def test_the_run_s_test_time_inference_is_what_predict_evaluate_and_export_run(
     assert recorded["macs"] > 4 * plain["macs"]  # four passes at 80 px instead of one at 64 px
     # predict.py (through Predictor) runs that inference at 80 px, and so does the exported ONNX file.
     from_checkpoint = Predictor.load(looking)
-    assert from_checkpoint.metadata["resolution"] == 80 and "look-twice" in from_checkpoint.metadata["inference"]
+    assert from_checkpoint.card.inference == Inference(80, hflip=True, look_twice=True)
     out = tmp_path / "looking.onnx"
     report = export.main(
         ["--checkpoint", looking, "--format", "onnx", "--out", str(out), *verify_args(tiny_synthetic_root)]

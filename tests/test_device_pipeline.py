@@ -29,7 +29,9 @@ def test_resize_weights_are_torch_s_antialiased_bilinear(source, out):
 
 @pytest.mark.parametrize("batched", [True, False])
 def test_device_batches_are_the_loader_transform_s_crops_for_the_same_seeds(non_square_root, tmp_path, batched):
-    transform = train_transform(40, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=(0.35, 1.0), hflip=0.5)
+    transform = train_transform(
+        40, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=(0.35, 1.0), hflip=0.5, color_jitter=0.0
+    )
     packed = packed_dataset(CUB200(non_square_root, "train"), transform, size=48, cache_dir=tmp_path, workers=0)
     sampler = SeededSampler(len(packed), seed=3)
     batches = DeviceBatches(

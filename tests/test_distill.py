@@ -1,6 +1,7 @@
 """Distillation (training/distill.py): the loss against a hand computation, the teacher's view against the
 same crop prepared by hand, and `train.py --teacher` end to end."""
 
+import dataclasses
 import math
 
 import pytest
@@ -9,9 +10,9 @@ import torch.nn.functional as F
 
 import train
 from data.cub import CUB200, pil_to_tensor
-from data.transforms import Normalize, eval_transform
 from mobilenet import load_checkpoint
 from mobilenet.checkpoint import CheckpointError
+from mobilenet.preprocess import Normalize
 from tests.conftest import tiny_train_args
 from training.distill import Teacher, distillation_loss
 
@@ -36,14 +37,14 @@ def test_distillation_loss_is_hinton_s():
 
 
 def test_the_teacher_sees_the_student_s_crop_at_its_own_resolution_and_normalization(tiny_checkpoint):
-    model, info = load_checkpoint(tiny_checkpoint)  # V2 0.35 at 64 px
-    student = {"resolution": 48, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-    teacher = Teacher(str(tiny_checkpoint), info["class_names"], student, torch.device("cpu"))
+    model, card, _ = load_checkpoint(tiny_checkpoint)  # V2 0.35 at 64 px
+    student = dataclasses.replace(card, resolution=48, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    teacher = Teacher(str(tiny_checkpoint), student, torch.device("cpu"))
     assert teacher.load_resolution == 64
     torch.manual_seed(0)
     pixels = torch.rand(3, 3, 64, 64)  # a batch of crops in [0, 1], as the loader draws them at 64 px
-    batch = Normalize(student["mean"], student["std"])(pixels)
-    by_hand = model.eval()(Normalize(info["data_config"]["mean"], info["data_config"]["std"])(pixels))
+    batch = Normalize(student.mean, student.std)(pixels)
+    by_hand = model.eval()(Normalize(card.mean, card.std)(pixels))
     torch.testing.assert_close(teacher.logits(batch), by_hand, rtol=1e-4, atol=1e-5)
     shrunk = F.interpolate(batch, size=(48, 48), mode="bilinear", antialias=True, align_corners=False)
     torch.testing.assert_close(teacher.student_view(batch), shrunk)
@@ -59,9 +60,8 @@ def test_train_with_a_teacher(tiny_synthetic_root, tiny_checkpoint, tmp_path):
     photos = [pil_to_tensor(photos.load_image(i)) for i in range(len(photos))]
 
     def logits(checkpoint) -> torch.Tensor:
-        model, info = load_checkpoint(checkpoint)
-        data = info["data_config"]
-        view = eval_transform(data["resolution"], mean=data["mean"], std=data["std"])
+        model, card, _ = load_checkpoint(checkpoint)
+        view = card.transform()
         with torch.no_grad():
             return model.eval()(torch.stack([view(p) for p in photos])) / 4.0
 

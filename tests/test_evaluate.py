@@ -83,14 +83,25 @@ def test_metrics_and_pictures(two_runs, tmp_path, capsys):
             assert colours is None or len(colours) > 16, (name, len(colours or []))
 
 
-def test_views_and_flip_averaging(two_runs, tmp_path):
+def test_views_flip_averaging_and_test_resolution_change_what_the_model_sees(two_runs, tmp_path):
+    """Each test-time choice changes the model's answers (its NLL on the same images), and costs what it says:
+    flip averaging two passes, a larger test resolution up to the ratio of the areas."""
     base = ["--checkpoint", str(two_runs / "v2" / "best.pt"), "--workers", "0", "--no-plots", "--latency-rounds", "1"]
-    center = evaluate.main([*base, "--out", str(tmp_path / "c")])
-    for view in ("full", "bbox"):
-        m = evaluate.main(
-            [*base, "--out", str(tmp_path / view), "--view", view, "--test-hflip", "--test-resolution", "64"]
-        )
-        assert m["view"] == view and m["test_hflip"] and m["resolution"] == 64 and m["count"] == center["count"]
+
+    def run(name: str, *flags: str) -> dict:
+        return evaluate.main([*base, "--out", str(tmp_path / name), *flags])
+
+    center, full, bbox = run("c"), run("f", "--view", "full"), run("b", "--view", "bbox")
+    flipped, larger = (
+        run("ff", "--view", "full", "--test-hflip"),
+        run("fl", "--view", "full", "--test-resolution", "64"),
+    )
+    nlls = [m["nll"] for m in (center, full, bbox, flipped, larger)]
+    assert len(set(nlls)) == 5, nlls  # every choice changed the answers
+    assert center["count"] == full["count"] == bbox["count"] == flipped["count"]
+    assert flipped["macs"] == 2 * full["macs"]  # the mirror image: a second pass
+    # the convolutions' cost grows with the area (1.78x), the classifier's does not
+    assert 1.4 < larger["macs"] / full["macs"] < (64 / 48) ** 2
 
 
 def test_compare_v1_and_v2(two_runs, tmp_path):

@@ -23,8 +23,10 @@ from data.cub import CUB200, CUBFormatError
 from data.download import UnsafeArchiveError, safe_extract
 from deploy.images import ImageRejected, decode_image
 from mobilenet import create_model, load_checkpoint
+from mobilenet.card import ModelCard
 from mobilenet.checkpoint import CheckpointError, make_checkpoint, save_checkpoint, tensor_checksum
 from mobilenet.tflite import TFLiteImportError, load_tflite
+from mobilenet.tta import Inference
 from tests.conftest import REPO, WEIGHTS, jpeg_bytes, requires_deploy, rss_mb, tiny_train_args
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -198,11 +200,16 @@ def hostile_checkpoints(tiny_checkpoint):
     yield "extra model_config key", dict(state, model_config={**state["model_config"], "evil": 1}), "unknown keys"
     yield "model_config as a list", dict(state, model_config=[1, 2]), "model_config must be a dict"
     yield "ema=5", dict(state, ema=5), "field ema must hold a state_dict"
-    yield "data_config a string", dict(state, data_config="x"), "data_config must be a dict"
-    yield "one name for 4 outputs", dict(state, class_names=["only"]), "1 names for a 4-way classifier"
+    card = state["card"]
+    yield "card a string", dict(state, card="x"), "card must be a dict"
+    yield "one name for 4 outputs", dict(state, card=dict(card, class_names=["only"])), "1 names for a 4-way"
     big = dict(state["model_config"], num_classes=50000)
-    yield "num_classes 50000", dict(state, model_config=big, class_names=["x"] * 50000), "classifier of shape"
-    yield "NaN mean", dict(state, data_config={**state["data_config"], "mean": [float("nan")] * 3}), "3 numbers"
+    many = dict(card, class_names=["x"] * 50000)
+    yield "num_classes 50000", dict(state, model_config=big, card=many), "classifier of shape"
+    yield "NaN mean", dict(state, card=dict(card, mean=[float("nan")] * 3)), "card.mean must be 3 numbers"
+    yield "test resolution 0", dict(state, card=dict(card, inference=dict(card["inference"], resolution=0))), "test"
+    old = {k: v for k, v in state.items() if k != "card"}
+    yield "old layout, data_config a string", dict(old, format_version=2, data_config="x", class_names=[]), "dict"
     yield "format 7", dict(state, format_version=7), "format version 7"
 
 
@@ -561,9 +568,9 @@ def test_a_broken_photo_in_the_data_is_one_line_and_leaves_a_restartable_folder(
 
 def test_a_class_count_mismatch_is_caught_before_building(tmp_path):
     model = create_model("v1", width_mult=0.25, num_classes=3)
-    state = make_checkpoint(model, class_names=["a", "b", "c"], config={}, epoch=1, metrics={}, best_val_top1=0.0)
+    card = ModelCard(("a", "b", "c", "d"), (0.5,) * 3, (0.5,) * 3, 128, Inference(128))
+    state = make_checkpoint(model, card=card, config={}, epoch=1, metrics={}, best_val_top1=0.0)
     state["model_config"] = dict(state["model_config"], num_classes=4)
-    state["class_names"] = ["a", "b", "c", "d"]
     save_checkpoint(state, tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match=r"classifier of shape \(3, 256\) for 4 classes"):
         load_checkpoint(tmp_path / "m.pt")
@@ -697,7 +704,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_old_checkpoint_stay
     assert message.startswith("train.py: error: No space left on device") and "unchanged" in message, message
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.undo()
-    assert load_checkpoint(out / "last.pt")[1]["epoch"] == 1  # epoch 1's file, whole: it loads, its checksum holds
+    assert load_checkpoint(out / "last.pt")[2]["epoch"] == 1  # epoch 1's file, whole: it loads, its checksum holds
 
 
 def jpeg_claiming(width: int, height: int) -> bytes:
@@ -758,7 +765,7 @@ def test_files_the_project_writes_get_the_umask_s_permissions_not_owner_only(tmp
         save_checkpoint(
             make_checkpoint(
                 create_model("v1", width_mult=0.25, num_classes=2),
-                class_names=["a", "b"],
+                card=ModelCard(("a", "b"), (0.5,) * 3, (0.5,) * 3, 128, Inference(128)),
                 config={},
                 epoch=0,
                 metrics={},
@@ -790,7 +797,7 @@ def test_files_the_project_writes_get_the_umask_s_permissions_not_owner_only(tmp
         ("evaluate.py", ["--batch-size", "0"], "--batch-size"),
         ("evaluate.py", ["--workers", "-1"], "--workers"),
         ("predict.py", ["x.jpg", "--batch-size", "0"], "--batch-size"),
-        ("-m deploy.quantize", ["--calibration-images", "0"], "--calibration-images"),
+        ("quantize.py", ["--calibration-images", "0"], "--calibration-images"),
     ],
 )
 def test_numeric_options_out_of_range_are_one_usage_line_before_any_work(command, args, flag, tmp_path):
@@ -1072,9 +1079,9 @@ def test_a_broken_or_inconsistent_onnx_model_is_refused_at_load(tiny_checkpoint,
     truncated.write_bytes(good.read_bytes()[:3000])
     cases = {
         truncated: "not a readable ONNX model",
-        variant("fewer.onnx", lambda m: m.update(class_names=m["class_names"][:-1])): "outputs for",
-        variant("size.onnx", lambda m: m.update(resolution=m["resolution"] + 32)): "does not run on",
-        variant("nomean.onnx", lambda m: m.pop("mean")): "field mean",
+        variant("fewer.onnx", lambda m: m["card"].update(class_names=m["card"]["class_names"][:-1])): "outputs for",
+        variant("size.onnx", lambda m: m["card"]["inference"].update(resolution=96)): "does not run on",
+        variant("nomean.onnx", lambda m: m["card"].pop("mean")): "field card.mean",
     }
     photo = tmp_path / "bird.jpg"
     photo.write_bytes(jpeg_bytes((40, 30)))

@@ -10,8 +10,9 @@ import torch
 
 from data.cub import CUB200
 from data.prepare import PackedDataset, channel_stats, packed_dataset
-from data.transforms import RandomResizedCrop, center_crop, eval_transform, resize_shorter, train_transform
+from data.transforms import RandomResizedCrop, train_transform
 from mobilenet.common import IMAGENET_MEAN, IMAGENET_STD
+from mobilenet.preprocess import center_crop, eval_transform, resize_shorter
 
 
 def test_cache_holds_each_whole_photo_at_the_cache_size(non_square_root, tmp_path):
@@ -43,7 +44,9 @@ def test_training_crops_through_cache_and_jpeg_are_the_same_region_on_non_square
     dataset = CUB200(non_square_root, "train")
     packed = packed_dataset(dataset, size=48, cache_dir=tmp_path, workers=0, log=lambda _: None)
     crop = RandomResizedCrop(40, scale=(0.35, 1.0))
-    transform = train_transform(40, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=(0.35, 1.0), hflip=0.5)
+    transform = train_transform(
+        40, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=(0.35, 1.0), hflip=0.5, color_jitter=0.0
+    )
     from_jpeg, from_cache, from_square = [], [], []
     for i in range(len(dataset)):
         photo, cached = dataset[i][0], packed[i][0]

@@ -53,7 +53,7 @@ def test_calibration_keeps_the_eval_function_and_aligns_batch_statistics():
 
 @requires_weights
 def test_calibration_on_a_google_checkpoint_is_function_preserving():
-    model = load_tflite(WEIGHTS / "mobilenet_v1_0.25_128_quant.tflite")
+    model, _ = load_tflite(WEIGHTS / "mobilenet_v1_0.25_128_quant.tflite")
     images = torch.rand(16, 3, 128, 128) * 2 - 1
     with torch.no_grad():
         before = model(images)
@@ -67,14 +67,14 @@ def test_torchvision_and_timm_files(tmp_path):
 
     tv = TorchvisionStyleMobileNetV2(num_classes=1000, width_mult=0.5).eval()
     torch.save(tv.state_dict(), tmp_path / "tv.pth")
-    model = load_pretrained(tmp_path / "tv.pth")
+    model, _ = load_pretrained(tmp_path / "tv.pth")
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(model(x), tv(x), rtol=0, atol=1e-5)
     assert model.config["width_mult"] == 0.5
     timm = TimmStyleMobileNetV1(num_classes=1000).eval()
     save_file({k: v.contiguous() for k, v in timm.state_dict().items()}, str(tmp_path / "timm.safetensors"))
-    model = load_pretrained(tmp_path / "timm.safetensors", num_classes=20)
+    model, _ = load_pretrained(tmp_path / "timm.safetensors", num_classes=20)
     assert model.config["arch"] == "v1" and model.classifier.out_features == 20
     with torch.no_grad():
         torch.testing.assert_close(
@@ -115,5 +115,5 @@ def test_imagenet_uses_the_file_once_it_is_there(tmp_path, monkeypatch):
     checkpoints = tmp_path / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     torch.save(TorchvisionStyleMobileNetV2().state_dict(), checkpoints / "mobilenet_v2-b0353104.pth")
-    model = load_pretrained("imagenet", num_classes=20)
+    model, _ = load_pretrained("imagenet", num_classes=20)
     assert model.config["arch"] == "v2" and model.classifier.out_features == 20

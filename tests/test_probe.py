@@ -64,16 +64,15 @@ def test_train_py_starts_its_head_from_the_probe_of_its_start_s_features(tiny_sy
     args = [a for a in args if a not in ("--arch", "v2", "--width", "0.25")]
     result = train.main([*args, "--probe-head", "--epochs", "0", "--val-fraction", "0"])
     assert result["epoch"] == 0 and result["test_top1"] > 1 / 4  # better than chance on 4 classes
-    model, info = load_checkpoint(tmp_path / "run" / "last.pt")
-    from training.view import RunView
+    model, card, info = load_checkpoint(tmp_path / "run" / "last.pt")
+    from training.config import RunConfig
 
-    view = RunView.of_checkpoint(info)
-    dataset = view.dataset("train", view.eval_transform())
+    dataset = RunConfig.of_checkpoint(info).dataset("train", card.transform())
     images = torch.stack([dataset[i][0] for i in range(len(dataset))])
     labels = torch.tensor([dataset[i][1] for i in range(len(dataset))])
     with torch.no_grad():
         features = model.eval().forward_features(images).mean((2, 3))
-    weight, bias, _ = fit_probe(features, labels, len(info["class_names"]), seed=0, log=lambda _: None)
+    weight, bias, _ = fit_probe(features, labels, len(card.class_names), seed=0, log=lambda _: None)
     assert weight.abs().max() > 0.01  # a real head, not the zeros it starts from
     torch.testing.assert_close(model.classifier.weight, weight, rtol=1e-3, atol=1e-3)
     with pytest.raises(UsageError, match="--probe-head and --transplant-head"):

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from data.cub import CUB200, load_rgb, pil_to_tensor
-from data.transforms import ResizeCenterCrop
+from mobilenet.preprocess import ResizeCenterCrop
 from mobilenet.tflite import TFLiteImportError, load_tflite
 from references.tflite_executor import run_reference
 from tests.conftest import CUB20, WEIGHTS, requires_cub20, requires_weights
@@ -53,10 +53,10 @@ def photo_pixels(name: str, resolution: int) -> np.ndarray:
     return np.ascontiguousarray(image.permute(1, 2, 0).numpy())
 
 
-def ours(model, pixels: np.ndarray) -> torch.Tensor:
+def ours(model, card, pixels: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float() / 255
-    mean = torch.tensor(model.data_config["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(model.data_config["std"]).view(1, 3, 1, 1)
+    mean = torch.tensor(card.mean).view(1, 3, 1, 1)
+    std = torch.tensor(card.std).view(1, 3, 1, 1)
     with torch.no_grad():
         return model((x - mean) / std)[0].double()
 
@@ -70,27 +70,27 @@ def labels():
 @pytest.mark.parametrize("filename", MODEL_FILES)
 def test_import_works_out_architecture_from_the_graph(filename):
     arch, width, resolution, classes = EXPECTED[filename]
-    model = load_tflite(WEIGHTS / filename)
-    assert (model.config["arch"], model.config["width_mult"], model.data_config["resolution"]) == (
+    model, card = load_tflite(WEIGHTS / filename)
+    assert (model.config["arch"], model.config["width_mult"], card.resolution) == (
         arch,
         width,
         resolution,
     )
     assert model.config["num_classes"] == classes and model.config["padding"] == "tf_same"
     # The file's input quantization (scale 1/128, zero point 128) is our normalization: (p - 128) / 128.
-    assert model.data_config["mean"] == pytest.approx((128 / 255,) * 3)
-    assert model.data_config["std"] == pytest.approx((128 / 255,) * 3)
+    assert card.mean == pytest.approx((128 / 255,) * 3)
+    assert card.std == pytest.approx((128 / 255,) * 3)
 
 
 @requires_weights
 @pytest.mark.parametrize("filename", MODEL_FILES)
 def test_against_litert_interpreter_and_float_reference(filename):
-    model = load_tflite(WEIGHTS / filename, keep_background=True)
+    model, card = load_tflite(WEIGHTS / filename, keep_background=True)
     it = interpreter(WEIGHTS / filename)
-    resolution = model.data_config["resolution"]
+    resolution = card.resolution
     for photo in PHOTOS:
         pixels = photo_pixels(photo, resolution)
-        logits = ours(model, pixels)
+        logits = ours(model, card, pixels)
         # Float reference executor, written apart from the model code: same function to 1e-3.
         reference = torch.from_numpy(run_reference(WEIGHTS / filename, pixels[None])[0])
         assert (logits - reference).abs().max().item() <= 1e-3
@@ -107,12 +107,12 @@ def test_against_litert_interpreter_and_float_reference(filename):
 @pytest.mark.parametrize("filename", MODEL_FILES[:4])
 def test_published_top1_labels(filename, labels):
     # As Google's/Coral's examples classify: the whole photo resized to the input size (bilinear).
-    model = load_tflite(WEIGHTS / filename, keep_background=True)
+    model, card = load_tflite(WEIGHTS / filename, keep_background=True)
     it = interpreter(WEIGHTS / filename)
-    resolution = model.data_config["resolution"]
+    resolution = card.resolution
     for photo, expected in PHOTOS.items():
         pixels = np.asarray(load_rgb(WEIGHTS / photo).resize((resolution, resolution), Image.BILINEAR))
-        probabilities = ours(model, pixels).softmax(0).numpy()
+        probabilities = ours(model, card, pixels).softmax(0).numpy()
         assert probabilities.argmax() == run_interpreter(it, pixels).argmax()
         top1 = labels[int(probabilities.argmax())]
         print(f"{filename} {photo}: {top1} ({probabilities.max():.3f})")
@@ -123,14 +123,14 @@ def test_published_top1_labels(filename, labels):
 @requires_weights
 def test_background_class_and_fresh_heads():
     path = WEIGHTS / "mobilenet_v1_0.25_128_quant.tflite"
-    full = load_tflite(path, keep_background=True)
-    dropped = load_tflite(path)
+    full, _ = load_tflite(path, keep_background=True)
+    dropped, _ = load_tflite(path)
     assert full.classifier.out_features == 1001 and dropped.classifier.out_features == 1000
     torch.testing.assert_close(dropped.classifier.weight, full.classifier.weight[1:])
-    fresh = load_tflite(path, num_classes=20)
+    fresh, _ = load_tflite(path, num_classes=20)
     assert fresh.classifier.out_features == 20 and fresh.config["num_classes"] == 20
     torch.testing.assert_close(fresh.features[5].conv_pw.conv.weight, full.features[5].conv_pw.conv.weight)
-    backbone = load_tflite(WEIGHTS / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite", num_classes=7)
+    backbone, _ = load_tflite(WEIGHTS / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite", num_classes=7)
     assert backbone.classifier.out_features == 7
 
 
@@ -138,7 +138,7 @@ def test_background_class_and_fresh_heads():
 def test_v1_channel_rule_loads_without_reshaping():
     # Our V1 at widths 0.75 / 0.5 / 0.25 has exactly the shapes of Google's files.
     for filename in MODEL_FILES[1:4]:
-        model = load_tflite(WEIGHTS / filename)
+        model, card = load_tflite(WEIGHTS / filename)
         assert model.features[-1].conv_pw.conv.out_channels == int(1024 * model.config["width_mult"])
 
 
@@ -155,7 +155,7 @@ def test_not_a_mobilenet_is_refused(tmp_path):
 @requires_cub20
 def test_agreement_with_interpreter_on_real_cub_photos():
     filename = "mobilenet_v2_1.0_224_quant.tflite"
-    model = load_tflite(WEIGHTS / filename, keep_background=True)
+    model, card = load_tflite(WEIGHTS / filename, keep_background=True)
     it = interpreter(WEIGHTS / filename)
     dataset = CUB200(CUB20, "test")
     agree, correlations = 0, []
@@ -181,8 +181,8 @@ def test_a_file_built_here_imports_to_what_litert_computes(tmp_path, arch, width
     from references.tiny_tflite import write_mobilenet_tflite
 
     path = write_mobilenet_tflite(tmp_path / f"tiny_{arch}.tflite", arch, width, 64, classes=5, seed=3)
-    model = load_tflite(path)
-    assert (model.config["arch"], model.config["width_mult"], model.data_config["resolution"]) == (arch, width, 64)
+    model, card = load_tflite(path)
+    assert (model.config["arch"], model.config["width_mult"], card.resolution) == (arch, width, 64)
     assert model.classifier.out_features == 5
     it = interpreter(path)
     for seed in range(3):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import train
+from data.cub import CUB200
 from mobilenet import create_model
 from mobilenet.checkpoint import CheckpointError, load_checkpoint
 from tests.conftest import REPO, tiny_train_args
@@ -33,23 +34,19 @@ def test_run_writes_its_files_and_checkpoints_rebuild_the_model(tiny_synthetic_r
     assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["test_top1"] == final["test_top1"]
     assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,train_loss")
     config = json.loads((out / "config.json").read_text())
-    assert config["arch"] == "v2" and config["model_config"]["width_mult"] == 0.25 and config["lr"] == 0.05
-    model, info = load_checkpoint(out / "last.pt")
-    assert not model.training and info["epoch"] == 2 and len(info["class_names"]) == 4
-    assert info["data_config"]["resolution"] == 48 and info["metrics"]["test_top1"] == final["test_top1"]
+    assert config["model_config"]["arch"] == "v2" and config["model_config"]["width_mult"] == 0.25
+    assert config["lr"] == 0.05 and config["card"]["resolution"] == 48
+    model, card, info = load_checkpoint(out / "last.pt")
+    assert not model.training and info["epoch"] == 2 and len(card.class_names) == 4
+    assert card.resolution == 48 and info["metrics"]["test_top1"] == final["test_top1"]
     # The rebuilt model reproduces the recorded test accuracy.
-    from data.loaders import build_dataset
-    from data.transforms import eval_transform
+    from mobilenet.preprocess import eval_transform
 
-    test_set = build_dataset(
-        tiny_synthetic_root,
-        "test",
-        eval_transform(48, mean=info["data_config"]["mean"], std=info["data_config"]["std"]),
-    )
+    test_set = CUB200(tiny_synthetic_root, "test", eval_transform(48, mean=card.mean, std=card.std))
     loader = torch.utils.data.DataLoader(test_set, batch_size=64)
     assert train.evaluate(model, loader, torch.device("cpu"))["test_top1"] == pytest.approx(final["test_top1"])
     raw = torch.load(out / "last.pt", weights_only=True)
-    assert {"optimizer", "scheduler", "ema", "rng", "config", "class_names"} <= set(raw)
+    assert {"optimizer", "scheduler", "ema", "rng", "config", "card"} <= set(raw)
 
 
 def test_same_seed_same_metrics(tiny_synthetic_root, tmp_path):
@@ -281,7 +278,7 @@ def test_options_have_their_observable_effect(tiny_synthetic_root, tmp_path):
     final = train.main(args)
     raw = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
     # --classes 1-3: a 3-way head named after CUB's classes 1 to 3 of the set.
-    assert raw["model"]["classifier.weight"].shape[0] == 3 and len(raw["class_names"]) == 3
+    assert raw["model"]["classifier.weight"].shape[0] == 3 and len(raw["card"]["class_names"]) == 3
     # --optimizer rmsprop: RMSprop's own state for every trained parameter.
     assert raw["optimizer"]["state"] and all("square_avg" in s for s in raw["optimizer"]["state"].values())
     # --schedule onecycle: the run ends at lr / 25 / 1e4, as torch's OneCycleLR with its defaults.
@@ -293,7 +290,7 @@ def test_options_have_their_observable_effect(tiny_synthetic_root, tmp_path):
     # (--cache: the same crops as from the JPEGs, tests/test_prepare.py; --amp bf16 and --channels-last: below.)
     from training.config import RunConfig
 
-    run = RunConfig.from_dict(load_checkpoint(tmp_path / "r" / "last.pt")[1]["config"])
+    run = RunConfig.of_checkpoint(load_checkpoint(tmp_path / "r" / "last.pt")[2])
     cropped, whole = run.dataset("train", None), run.dataset("train", None, crop="none")
     for i in range(3):
         x, y, w, h = whole.samples[i].box
@@ -326,8 +323,21 @@ def test_one_epoch_clips_the_gradient_and_runs_bf16_channels_last():
 
         optimizer.register_step_pre_hook(record_norm)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        from training.config import precision
+
+        amp, channels_last = precision(config, "cpu")
         train.train_one_epoch(
-            model, loader, optimizer, scheduler, config, torch.device("cpu"), epoch=0, num_classes=3, show=False
+            model,
+            loader,
+            optimizer,
+            scheduler,
+            config,
+            torch.device("cpu"),
+            epoch=0,
+            num_classes=3,
+            show=False,
+            amp=amp,
+            channels_last=channels_last,
         )
         return norms, seen
 

@@ -4,16 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.transforms import (
-    ColorJitter,
-    RandomHorizontalFlip,
-    RandomResizedCrop,
-    ResizeCenterCrop,
-    eval_transform,
-    resize,
-    train_transform,
-)
+from data.transforms import ColorJitter, RandomHorizontalFlip, RandomResizedCrop, train_transform
 from mobilenet.common import IMAGENET_MEAN, IMAGENET_STD
+from mobilenet.preprocess import ResizeCenterCrop, eval_transform, resize
 
 
 def image(h=120, w=160):
@@ -22,7 +15,9 @@ def image(h=120, w=160):
 
 def test_train_transform_shape_range_and_seed():
     x = image()
-    transform = train_transform(96, mean=IMAGENET_MEAN, std=IMAGENET_STD, color_jitter=0.4)
+    transform = train_transform(
+        96, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=(0.25, 1.0), hflip=0.5, color_jitter=0.4
+    )
     torch.manual_seed(3)
     a = transform(x)
     torch.manual_seed(3)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from mobilenet import create_model
 from mobilenet.tta import Inference, LookTwice, object_box, sampling_matrix, zoom
+from training.config import RunConfig
 
 
 def test_zoom_is_a_crop_then_bilinear_resize():
@@ -33,10 +34,9 @@ def test_object_box_covers_the_cells_above_the_mean():
 
 
 def test_test_time_settings_come_from_the_run():
-    info = {"data_config": {"resolution": 224}, "config": {"test_scale": 1.25, "test_hflip": True}}
-    assert Inference.of_checkpoint(info) == Inference(280, hflip=True, look_twice=False)
-    older = {"data_config": {"resolution": 160}, "config": {}}  # checkpoints from before these settings
-    assert Inference.of_checkpoint(older) == Inference(160)
+    run = RunConfig(resolution=224, test_scale=1.25, test_hflip=True)
+    assert run.inference == Inference(280, hflip=True, look_twice=False)  # FixRes: 224 x 1.25
+    assert RunConfig(resolution=160).inference == Inference(160)
     model = create_model("v2", width_mult=0.35, num_classes=5)
     assert Inference(160).wrap(model) is model and Inference(160, look_twice=True, hflip=True).passes == 4
 

@@ -6,8 +6,9 @@ reader, the range checks and the resume rules are all made from these declaratio
 `check`, `check_resume`). Recipes (`RECIPES`) are overlays: the values a recipe changes. `resolve_config` is
 the one place a run is resolved, a pure function: the command line's values (None = unset), the data root,
 and the facts of the `--pretrained` file in; a frozen `RunConfig` or a `UsageError` out. `RunConfig` is what
-`train.py` trains with, what it saves as `config.json` and inside every checkpoint, and what the other
-commands read back (`RunConfig.dataset`, `RunConfig.inference`).
+`train.py` trains with, and what it saves as `config.json` and inside every checkpoint, without the facts
+the model's config and card hold (`stored`: one home for each fact); the other commands read it back with
+`RunConfig.of_checkpoint` and its data with `RunConfig.dataset`. The run makes its model's card once (`card`).
 """
 
 import argparse
@@ -17,11 +18,13 @@ import reprlib
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cli import UsageError
 from data.cub import CUB200, fold_count
 from data.loaders import parse_classes
+from mobilenet.card import ModelCard
 from mobilenet.tta import Inference
 from training.optim import OPTIMIZERS
 from training.schedules import SCHEDULES, Schedule
@@ -274,13 +277,50 @@ class RunConfig:
     @property
     def inference(self) -> Inference:
         """How this run's model is applied to a test image (evaluation each epoch, and every tool after)."""
-        return Inference.of_run(self.resolution, dataclasses.asdict(self))
+        return Inference(round(self.resolution * self.test_scale), self.test_hflip, self.look_twice)
+
+    def card(self, class_names: list[str], *, mean: tuple, std: tuple, source: str = "") -> ModelCard:
+        """The card of the model this run trains: its classes, its start's normalization, its resolution and
+        test-time inference."""
+        return ModelCard(tuple(class_names), tuple(mean), tuple(std), self.resolution, self.inference, source)
+
+    def stored(self) -> dict[str, Any]:
+        """The record as checkpoints and `config.json` keep it: without the facts whose home is the model's
+        config or card (`MODEL_FACTS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in MODEL_FACTS}
+
+    @classmethod
+    def of_checkpoint(cls, info: Mapping[str, Any]) -> "RunConfig":
+        """The whole record of the run that wrote a checkpoint (`load_checkpoint`'s info, or a raw checkpoint):
+        its stored record, with the model's facts from the model's config and card."""
+        model, card = info["model_config"], info["card"]
+        facts = dict(arch=model["arch"], width=model["width_mult"], resolution=card["resolution"])
+        facts.update(test_hflip=card["inference"]["hflip"], look_twice=card["inference"]["look_twice"])
+        if "dropout" in model:
+            facts["dropout"] = model["dropout"]
+        return cls.from_dict({**(info.get("config") or {}), **facts})
+
+    def data_root_here(self, given: str | Path | None = None, *, flag: str = "--data-root") -> Path:
+        """`given`, else the root the run trained on; UsageError naming `flag` when it is not a CUB root here."""
+        root = str(given or self.data_root)
+        if not root or not (Path(root) / "images.txt").is_file():
+            where = (
+                f"{root!r} is not a CUB root (no images.txt)" if given else f"the run's data root {root!r} is not here"
+            )
+            raise UsageError(f"{where}: give {flag}")
+        return Path(root)
 
     def dataset(
-        self, split: str, transform: Callable | None, *, data_root: str | None = None, crop: str | None = None
+        self, split: str, transform: Callable | None, *, data_root: str | Path | None = None, crop: str | None = None
     ) -> CUB200:
         """This run's `split` ("train", "val" or "test"): its classes, read from `data_root` (default: the run's),
-        each image cropped as the run did (or as `crop` says) and passed through `transform`."""
+        each image cropped as the run did (or as `crop` says) and passed through `transform`; UsageError for
+        "val" of a run that held none out."""
+        if split == "val" and self.val_fraction == 0:
+            raise UsageError(
+                "--split val: the run has no validation split (a refit trains on every training image); "
+                "use --split test, or train with --val-fraction 0.1"
+            )
         classes = list(self.class_ids) if self.class_ids else None
         return CUB200(
             data_root or self.data_root,
@@ -293,6 +333,9 @@ class RunConfig:
             val_fold=self.val_fold,
         )
 
+
+# The options whose home is the model's config (architecture) or its card (input and test-time inference).
+MODEL_FACTS = ("arch", "width", "dropout", "resolution", "test_hflip", "look_twice")
 
 OPTIONS = {f.name: f for f in dataclasses.fields(RunConfig) if "help" in f.metadata}
 _TYPES = typing.get_type_hints(RunConfig)
@@ -400,7 +443,8 @@ def resolve_config(
     given = {k: v for k, v in flags.items() if k in OPTIONS and v is not None}
     if isinstance(given.get("class_ids"), list):  # a --config file's list of ids
         given["class_ids"] = tuple(given["class_ids"])
-    values = {**RECIPES[recipe], **given}
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}  # the declarations' own, typed once
+    values = {**defaults, **RECIPES[recipe], **given}
     if pretrained_model is not None:  # the start's architecture is a fact, not a default
         for name, key in (("arch", "arch"), ("width", "width_mult")):
             if name in given and given[name] != pretrained_model[key]:
@@ -416,14 +460,12 @@ def resolve_config(
             raise UsageError("--probe-head and --transplant-head both set the head; give one of them")
         values["transplant_head"] = False
     if "eval_every" not in given:  # without a validation split, evaluating only draws the test curve
-        val_fraction = values.get("val_fraction", VAL_FRACTION)
-        values["eval_every"] = 1 if val_fraction > 0 else EVAL_EVERY_WITHOUT_VALIDATION
+        values["eval_every"] = 1 if values["val_fraction"] > 0 else EVAL_EVERY_WITHOUT_VALIDATION
     if "device_pipeline" not in given:  # the faster path wherever it can run (the loader's crops)
-        values["device_pipeline"] = bool(values.get("cache")) and values.get("color_jitter", 0.0) == 0
+        values["device_pipeline"] = values["cache"] and values["color_jitter"] == 0
     values.update(recipe=recipe, data_root=str(data_root), builtin_data=builtin_data)
-    if not values.get("out"):
-        width = values.get("width", 1.0)
-        values["out"] = f"runs/{values.get('arch', 'v2')}-{width:g}-{values.get('resolution', 224)}"
+    if not values["out"]:
+        values["out"] = f"runs/{values['arch']}-{values['width']:g}-{values['resolution']}"
     check_types(values)
     config = RunConfig(**values)
     check(config)

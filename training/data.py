@@ -6,11 +6,13 @@ from dataclasses import dataclass
 import torch
 
 from data.cub import CUB200
-from data.loaders import SeededDataset, SeededSampler, build_dataset
-from data.prepare import PackedDataset
-from data.transforms import EVAL_CROP_FRACTION, train_transform
+from data.loaders import SeededDataset, SeededSampler
+from data.prepare import DEFAULT_CACHE_DIR, PackedDataset, packed_dataset
+from data.transforms import train_transform
+from mobilenet.card import ModelCard
+from mobilenet.preprocess import CENTRE_CROP_FRACTION
+from training.config import RunConfig
 from training.device_pipeline import DeviceBatches
-from training.view import RunView
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -37,7 +39,8 @@ class Loaders:
 
 
 def make_loaders(
-    view: RunView,
+    config: RunConfig,
+    card: ModelCard,
     rank: int,
     world: int,
     log: Callable[[str], None] = print,
@@ -46,37 +49,27 @@ def make_loaders(
     train_resolution: int | None = None,
 ) -> Loaders:
     """The training loader (this rank's shuffled shard, augmented, at `train_resolution`: default the run's,
-    larger for a teacher), and the validation and test loaders (this rank's shard, the run's test view)."""
-    config = view.run
+    larger for a teacher), and the validation and test loaders (this rank's shard, the card's test view)."""
     train_resolution = train_resolution or config.resolution
-    test_resolution = view.inference.resolution
+    test_resolution = card.inference.resolution
     train_tf = train_transform(
         train_resolution,
-        mean=view.mean,
-        std=view.std,
+        mean=card.mean,
+        std=card.std,
         scale=(config.scale_min, config.scale_max),
         hflip=config.hflip,
         color_jitter=config.color_jitter,
     )
-    test_tf = view.eval_transform()
+    test_tf = card.transform()
 
     def split(name: str, transform: Callable, resolution: int) -> CUB200 | PackedDataset:
-        classes = list(config.class_ids) if config.class_ids else None
-        cache_size = round(resolution / EVAL_CROP_FRACTION)
-        return build_dataset(
-            config.data_root,
-            name,
-            transform,
-            crop=config.crop,
-            classes=classes,
-            cache=config.cache,
-            cache_size=cache_size,
-            cache_dir=config.cache_dir,
-            workers=config.workers,
-            log=log,
-            val_fraction=config.val_fraction,
-            val_seed=config.seed,
-            val_fold=config.val_fold,
+        """The run's split `name`; with --cache, its packed copy at the size the centre view of `resolution` reads."""
+        if not config.cache:
+            return config.dataset(name, transform)
+        size = round(resolution / CENTRE_CROP_FRACTION)
+        folder = config.cache_dir or DEFAULT_CACHE_DIR
+        return packed_dataset(
+            config.dataset(name, None), transform, size=size, cache_dir=folder, workers=config.workers, log=log
         )
 
     train_set, test_set = split("train", train_tf, train_resolution), split("test", test_tf, test_resolution)
@@ -109,6 +102,9 @@ def make_loaders(
             num_workers=config.workers,
             drop_last=drop_last,
             persistent_workers=config.workers > 0,
+            # Its own generator: each iterator draws a base seed, every epoch without workers but once with
+            # persistent ones; from the global stream that would make --workers change the training step's draws.
+            generator=torch.Generator().manual_seed(config.seed),
         )
     )
 

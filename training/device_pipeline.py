@@ -30,7 +30,8 @@ import torch
 
 from data.loaders import SeededSampler
 from data.prepare import PackedDataset
-from data.transforms import ColorJitter, Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop, resize
+from data.transforms import ColorJitter, RandomHorizontalFlip, RandomResizedCrop
+from mobilenet.preprocess import Compose, Normalize, resize
 
 
 def resize_weights(start: torch.Tensor, length: torch.Tensor, size: int, out: int) -> torch.Tensor:

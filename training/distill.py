@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.transforms import resize
+from mobilenet.card import ModelCard
 from mobilenet.checkpoint import CheckpointError, load_checkpoint
 from mobilenet.inference import optimize_for_inference
+from mobilenet.preprocess import resize
 from training.mixing import soft_target_loss
 
 
@@ -41,23 +42,22 @@ def distillation_loss(
 class Teacher:
     """A frozen trained model that turns the student's batches into teacher logits."""
 
-    def __init__(self, path: str, class_names: list[str], student_data_config: dict, device: torch.device) -> None:
-        model, info = load_checkpoint(path)
-        if list(info["class_names"]) != list(class_names):
+    def __init__(self, path: str, student: ModelCard, device: torch.device) -> None:
+        model, card, _ = load_checkpoint(path)
+        names, wanted = card.class_names, student.class_names
+        if names != wanted:
             raise CheckpointError(
-                f"--teacher {path}: trained on {len(info['class_names'])} classes "
-                f"({info['class_names'][0]}, ...), this run has {len(class_names)} ({class_names[0]}, ...)"
+                f"--teacher {path}: trained on {len(names)} classes ({names[0]}, ...), this run has "
+                f"{len(wanted)} ({wanted[0]}, ...)"
             )
         # The teacher only runs forward, once per training batch: its batch norms are folded and its tensors
         # channels_last, the serving fast path (the same function to 1e-4, and most of a distilled epoch's time).
         self.model: nn.Module = optimize_for_inference(model.to(device), channels_last=True)
-        data = info["data_config"]
-        self.resolution = int(data["resolution"])
-        self.student_resolution = int(student_data_config["resolution"])
+        self.resolution, self.student_resolution = card.resolution, student.resolution
         # The loader normalizes with the student's mean/std; the teacher may expect others (an ImageNet-scaled
         # V1 teaching an Inception-scaled V2): x_teacher = x * scale + shift per channel.
-        mean_s, std_s = torch.tensor(student_data_config["mean"]), torch.tensor(student_data_config["std"])
-        mean_t, std_t = torch.tensor(data["mean"]), torch.tensor(data["std"])
+        mean_s, std_s = torch.tensor(student.mean), torch.tensor(student.std)
+        mean_t, std_t = torch.tensor(card.mean), torch.tensor(card.std)
         self.scale = (std_s / std_t).view(1, 3, 1, 1).to(device)
         self.shift = ((mean_s - mean_t) / std_t).view(1, 3, 1, 1).to(device)
 

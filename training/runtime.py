@@ -1,10 +1,9 @@
 """Process-level settings: the allocator fix, device choice, seeding, and torchrun's distributed set-up.
 
 The allocator: for large buffers glibc's malloc uses mmap and gives the memory back to the system on free,
-so every training step maps, faults in and unmaps its activation buffers again. Measured on a 2-core x86-64
-Linux VM (torch 2.13.0 CPU build): a batch-32 V2 training step at 224 px took 4.06 s by default and 1.58 s
-with `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736` (peak memory 3.1 -> 3.7 GB). `tune_malloc` applies
-the same through `mallopt` at start-up (no mmap, no trimming); it only affects allocations made after the call.
+so every training step maps, faults in and unmaps its activation buffers again (its cost on CPU: docs/results.md,
+training speed). `tune_malloc` turns both off through `mallopt` at start-up (no mmap, no trimming); it only
+affects allocations made after the call.
 """
 
 import ctypes

@@ -18,6 +18,7 @@ import torch
 
 from atomicfile import write_atomically
 from cli import UsageError
+from mobilenet.card import ModelCard
 from mobilenet.checkpoint import (
     CheckpointError,
     make_checkpoint,
@@ -58,10 +59,10 @@ def check_resumable(state: dict, epochs: int, path: Path) -> None:
 
 
 class RunState:
-    """Epoch to start from, metric rows so far and the best test top-1, for one run folder."""
+    """Epoch to start from, metric rows so far and the best validation top-1, for one run folder."""
 
-    def __init__(self, config: RunConfig, class_names: list[str], rank: int) -> None:
-        self.config, self.class_names, self.rank = config, class_names, rank
+    def __init__(self, config: RunConfig, card: ModelCard, rank: int) -> None:
+        self.config, self.card, self.rank = config, card, rank
         self.out = Path(config.out)
         self.start_epoch, self.best_val_top1 = 0, -1.0
         self.rows: list[dict] = []
@@ -87,12 +88,13 @@ class RunState:
         if resume is not None:
             path = Path(resume or self.out / "last.pt")
             state = read_checkpoint(path)
-            check_resume(RunConfig.from_dict(state["config"]), self.config, str(path))
+            check_resume(RunConfig.of_checkpoint(state), self.config, str(path))
             check_resumable(state, self.config.epochs, path)
-            if list(state["class_names"]) != list(self.class_names):  # same flags, other classes on disk
+            saved, names = state["card"]["class_names"], self.card.class_names
+            if tuple(saved) != names:  # same flags, other classes on disk
                 raise UsageError(
-                    f"--resume {path}: the run's {len(state['class_names'])} classes are not the "
-                    f"{len(self.class_names)} classes of {self.config.data_root} (another or a changed data set)"
+                    f"--resume {path}: the run's {len(saved)} classes are not the "
+                    f"{len(names)} classes of {self.config.data_root} (another or a changed data set)"
                 )
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -118,7 +120,7 @@ class RunState:
             message = f"writing {self.out}"
         barrier()  # every rank has checked the folder before rank 0 writes into it
         if self.rank == 0:
-            record = dict(self.config.to_dict(), class_names=self.class_names, **extra)
+            record = dict(self.config.stored(), card=self.card.to_dict(), **extra)
             write_atomically(self.out / "config.json", json.dumps(record, indent=2) + "\n")
         return message
 
@@ -199,8 +201,8 @@ class RunState:
         self.write_metrics()
         state = make_checkpoint(
             model,
-            class_names=self.class_names,
-            config=self.config.to_dict(),
+            card=self.card,
+            config=self.config.stored(),
             epoch=epoch,
             metrics=row,
             best_val_top1=self.best_val_top1,
