@@ -85,9 +85,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
     require(*DEPENDENCIES[args.format], purpose=f"export.py --format {args.format}")
     model, card, info = load_checkpoint(args.checkpoint)
-    metadata = export_metadata(card, info["model_config"])
+    gate = info.get("gate") if card.gate_threshold is not None else None
+    metadata = export_metadata(card, info["model_config"], gated=gate is not None)
     metadata["source_checkpoint"] = Path(args.checkpoint).name  # the file, not this machine's folders
-    exported = inference_model(model, card, channels_last=False)
+    exported = inference_model(model, card, channels_last=False, gate=gate)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(SUFFIXES[args.format])
     if out.is_dir():
         raise FileExistsError(f"--out {out} is a folder: give the path of the {SUFFIXES[args.format]} file to write")

@@ -4,8 +4,10 @@
 argument predicts every image file in it and in its sub-folders (a CUB `images/` folder of class folders
 works as given), in sorted order. Every file that cannot be read (missing, empty, truncated, not an image,
 too large, a dangling link) is reported with its reason and the others are still predicted. Prints one
-block per image, or with `--json` one JSON document: `[{"image": path, "top": [{"label", "index",
-"probability"}, ...]}, ...]`, with `"error"` instead of `"top"` for an image that could not be read.
+block per image ("no bird", or the answer at the level the model is sure of, then the top species), or with
+`--json` one JSON document: `[{"image": path, "bird", "no_bird_probability", "answer": {"level", "name",
+"probability"}, "top": [{"label", "index", "probability"}, ...]}, ...]` (`Predictor.predict`), with `"error"`
+instead of the rest for an image that could not be read.
 
 Exit status: 0 when every image was predicted, 1 when at least one was reported unreadable, 2 for a usage
 error (a bad option, no images, an unreadable model file).
@@ -66,8 +68,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             except ImageRejected as e:
                 result["error"] = str(e)
         if batch:
-            for (result, _), top in zip(batch, predictor.predict([img for _, img in batch], k=args.top_k)):
-                result["top"] = top
+            for (result, _), answered in zip(batch, predictor.predict([img for _, img in batch], k=args.top_k)):
+                result.update(answered)
         del batch
         if not args.json:
             for result in chunk:
@@ -81,6 +83,14 @@ def show(result: dict) -> None:
     print(result["image"])
     if "error" in result:
         print(f"  error: {result['error']}")
+    if result.get("bird") is False:
+        print(f"  no bird (probability of no bird {result['no_bird_probability']:.2%})")
+        sys.stdout.flush()
+        return
+    if result.get("answer"):
+        answered = result["answer"]
+        level = "" if answered["level"] in ("species", "bird") else f"{answered['level']} "
+        print(f"  answer: {level}{answered['name']} ({answered['probability']:.2%})")
     for entry in result.get("top", []):
         print(f"  {entry['probability']:7.2%}  {entry['label']}")
     sys.stdout.flush()

@@ -1,9 +1,12 @@
 """A small HTTP service for a trained model: `python serve.py --checkpoint runs/NAME/best.pt --port 8000`.
 
-- `POST /predict`: an image in the multipart field `file` -> `{"top": [{"label", "index", "probability"}...],
-  "model": ..., "milliseconds": ...}`; `?k=N` for the top N (default 5; all classes if fewer).
+- `POST /predict`: an image in the multipart field `file` -> `{"bird", "no_bird_probability", "answer": {"level",
+  "name", "probability"}, "top": [{"label", "index", "probability"}...], "model": ..., "milliseconds": ...}`
+  (`deploy.predictor.Predictor.predict`: `bird` false when the gate finds no bird, null for a model without a
+  gate; `answer` at the level the model is sure of); `?k=N` for the top N species (default 5).
 - `GET /health`: `{"status": "ok", "model": ..., "classes": K}`.
-- `GET /`: a page where a person uploads a photo and sees the species and confidences.
+- `GET /`: a page where a person uploads a photo and sees "no bird found" or the answer at its level with its
+  confidence, the species and confidences, and which model answered.
 
 Bad input gets a 4xx JSON `{"detail": message}`, never a crash: an empty or missing upload (400), a
 file that is not one of the accepted photo formats (415), a truncated image (400), a body over `--max-bytes`
@@ -56,7 +59,8 @@ PAGE = """<!doctype html>
 </style></head>
 <body>
 <h1>Which bird is this?</h1>
-<p>{model} &middot; {classes} species. Choose a photo; the model answers with its five best guesses.</p>
+<p>{model} &middot; {classes} species. Choose a photo; the model answers at the level it is sure of (species,
+genus, family or order), with its five best guesses.</p>
 <form id="form"><input type="file" id="file" name="file" accept="image/*">
 <button type="submit">Identify</button></form>
 <img id="preview" alt="">
@@ -77,6 +81,15 @@ form.addEventListener("submit", async (event) => {{
   const data = await response.json();
   if (!response.ok) {{ result.innerHTML = ""; const p = document.createElement("p");
     p.className = "error"; p.textContent = data.detail; result.appendChild(p); return; }}
+  result.innerHTML = "";
+  const verdict = document.createElement("p"); verdict.id = "answer";
+  if (data.bird === false) {{
+    verdict.textContent = "No bird found (probability of no bird " + (100 * data.no_bird_probability).toFixed(1) + "%)";
+    result.appendChild(verdict); return;
+  }}
+  const level = data.answer.level === "species" ? "" : data.answer.level === "bird" ? "" : data.answer.level + " ";
+  verdict.textContent = level + data.answer.name + " (" + (100 * data.answer.probability).toFixed(1) + "%)";
+  result.appendChild(verdict);
   const table = document.createElement("table"); table.id = "predictions";
   for (const entry of data.top) {{
     const row = table.insertRow(), name = row.insertCell(), pct = row.insertCell(), bar = row.insertCell();
@@ -85,7 +98,7 @@ form.addEventListener("submit", async (event) => {{
     const fill = document.createElement("div"); fill.className = "bar";
     fill.style.width = (100 * entry.probability).toFixed(1) + "%"; bar.appendChild(fill); bar.style.width = "50%";
   }}
-  result.innerHTML = ""; result.appendChild(table);
+  result.appendChild(table);
 }});
 </script>
 </body></html>
@@ -167,7 +180,7 @@ def create_app(
         request._body = b""
         return data, name
 
-    def decode_and_predict(image, name: str, k: int) -> list[dict]:
+    def decode_and_predict(image, name: str, k: int) -> dict:
         try:
             return predictor.predict([finish_decode(image, name)], k)[0]
         except ImageRejected as e:
@@ -202,11 +215,11 @@ def create_app(
         try:
             async with working:
                 start = time.perf_counter()
-                top = await run_in_threadpool(decode_and_predict, image, name, k)
+                answered = await run_in_threadpool(decode_and_predict, image, name, k)
         finally:
             await decoding.release(cost)
         milliseconds = (time.perf_counter() - start) * 1000
-        return JSONResponse({"top": top, "model": predictor.name, "milliseconds": round(milliseconds, 2)})
+        return JSONResponse({**answered, "model": predictor.name, "milliseconds": round(milliseconds, 2)})
 
     return app
 

@@ -19,6 +19,7 @@ classification script: `get_args_parser`, `train_one_epoch`, `evaluate`, `main`.
 
 import argparse
 import copy
+import dataclasses
 import json
 import signal
 import time
@@ -37,6 +38,7 @@ from data.species_map import species_rows
 from mobilenet import create_model
 from mobilenet.card import ModelCard
 from mobilenet.common import IMAGENET_MEAN, IMAGENET_STD, MobileNetBase
+from mobilenet.gate import GATE_KEPT, gate_of, gate_threshold, no_bird_probability
 from mobilenet.pretrained import (
     NAMED_STARTS,
     calibrate_batchnorm,
@@ -145,10 +147,11 @@ def _read_config_file(path: Path) -> object:
 
 def build_run(
     flags: argparse.Namespace, log: Callable[[str], None]
-) -> tuple[RunConfig, MobileNetBase, ModelCard, list[bool] | None]:
+) -> tuple[RunConfig, MobileNetBase, ModelCard, list[bool] | None, dict | None]:
     """The run record, its model (pretrained or freshly initialised from the run's seed), the model's card
-    (made here, once), and with a transplanted head which classes started from the pretrained head's species
-    (None without)."""
+    (made here, once), with a transplanted head which classes started from the pretrained head's species
+    (None without), and the start's head as a "no bird" gate when the start has a background output
+    (`mobilenet.gate`; None without)."""
     try:
         data_root, builtin_data = find_data_root(flags.data_root, log)
     except ValueError as e:
@@ -189,14 +192,15 @@ def build_run(
         if config.transplant_head:
             raise UsageError("--transplant-head needs --pretrained (a file whose head names species)")
         model = create_model(config.arch, width_mult=config.width, num_classes=len(class_names), dropout=config.dropout)
-        mapped, card = None, config.card(class_names, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        mapped, card, gate = None, config.card(class_names, mean=IMAGENET_MEAN, std=IMAGENET_STD), None
     else:
         model, head = start, copy.deepcopy(start.classifier)
+        gate = gate_of(head, start_card.class_names)
         model.reset_classifier(len(class_names))
         model.config["dropout"] = model.dropout.p = config.dropout
         mapped = _transplant(model, head, start_card, class_names, log) if config.transplant_head else None
         card = config.card(class_names, mean=start_card.mean, std=start_card.std, source=start_card.source)
-    return config, model, card, mapped
+    return config, model, card, mapped, gate
 
 
 def _show_classes(config: RunConfig) -> str:
@@ -430,7 +434,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     """
     flags = parse_args(argv)
     log = rank_zero_logger()
-    config, model, card, mapped = build_run(flags, log)
+    config, model, card, mapped, gate = build_run(flags, log)
     device, rank, world = start_process(config, log)
     teacher = Teacher(config.teacher, card, device) if config.teacher else None
     loaders = make_loaders(
@@ -450,6 +454,12 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     if flags.resume is None and loaders.train_plain is not None:
         features, labels = pooled_features(model, loaders.train_plain, device, channels_last)
         weight, bias, _ = fit_probe(features, labels, len(card.class_names), seed=config.seed, log=log)
+        if gate is not None and config.epochs == 0:  # the start's "background" output on its frozen features
+            threshold = gate_threshold(no_bird_probability(gate, features))
+            card = dataclasses.replace(card, gate_threshold=threshold)
+            log(
+                f"gate: the start's background output; no bird from P = {threshold:.4f} ({GATE_KEPT:.0%} of training photos kept)"
+            )
         with torch.no_grad():
             head = cast(nn.Linear, model.classifier)
             head.weight.copy_(weight)
@@ -461,7 +471,8 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
     trained = (
         cast(nn.Module, torch.compile(net)) if config.compile else net
     )  # the checkpoints hold `model`'s own weights
-    state = RunState(config, card, rank)
+    gate = gate if card.gate_threshold is not None else None  # kept only where its threshold was chosen
+    state = RunState(config, card, rank, gate)
     try:
         extra = dict(model_config=model.config, world_size=world)
         log(state.start(flags.resume, model, optimizer, scheduler, ema, scaler, extra, force=flags.force))

@@ -24,11 +24,14 @@ import torch
 from PIL import Image
 
 from data.cub import pil_to_tensor
+from data.taxonomy import taxa_of
+from deploy.answer import answer
 from deploy.requirements import require
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.card import ModelCard, legacy_card
 from mobilenet.checkpoint import CheckpointError
 from mobilenet.common import MobileNetBase
+from mobilenet.gate import Gated
 from mobilenet.preprocess import CENTRE_CROP_FRACTION
 from mobilenet.pretrained import NAMED_STARTS, load_pretrained
 
@@ -36,16 +39,18 @@ NO_BIRD = "no bird (the model's background output)"
 METADATA_KEY = "fgm.metadata"  # the key of the JSON metadata in an exported ONNX file
 
 
-def export_metadata(card: ModelCard, model_config: dict) -> dict:
+def export_metadata(card: ModelCard, model_config: dict, *, gated: bool = False) -> dict:
     """What a deployed model needs besides its weights: its card (class names, normalization, resolution,
-    the test-time inference built into the exported graph) and a description of its input and output."""
+    the test-time inference built into the exported graph, the answer's thresholds) and a description of its
+    input and output (`gated`: a last column with the probability of no bird)."""
     return {
         "card": card.to_dict(),
         "arch": model_config["arch"],
         "width_mult": model_config["width_mult"],
         "inference": card.inference.describe(),
+        "gated": gated,
         "input": "float32 NCHW, RGB scaled to [0, 1] then (x - mean) / std",
-        "output": "logits, one per class name",
+        "output": "logits, one per class name" + (", then the probability of no bird" if gated else ""),
     }
 
 
@@ -60,9 +65,17 @@ def card_of_metadata(metadata: object) -> ModelCard:
     return card
 
 
-def inference_model(model: MobileNetBase, card: ModelCard, *, channels_last: bool) -> torch.nn.Module:
-    """The BN-folded model wrapped in the card's test-time inference: what predict, serve and export run."""
-    return card.inference.wrap(optimize_for_inference(model, channels_last=channels_last))
+def inference_model(
+    model: MobileNetBase, card: ModelCard, *, channels_last: bool, gate: dict | None = None
+) -> torch.nn.Module:
+    """The BN-folded model wrapped in the card's test-time inference: what predict, serve and export run. With a
+    `gate` (`mobilenet.gate`), one plain pass that also returns the probability of no bird as a last column."""
+    fast = optimize_for_inference(model, channels_last=channels_last)
+    if gate is None:
+        return card.inference.wrap(fast)
+    if card.inference.passes > 1:
+        raise ValueError("a gated model answers in one plain pass (the gate reads its pooled features)")
+    return Gated(fast, gate["weight"], gate["bias"], gate["no_bird"]).eval()
 
 
 def preprocessor(card: ModelCard):
@@ -85,13 +98,19 @@ def preprocessor(card: ModelCard):
 
 
 class Predictor:
-    """Callable model plus its metadata; `predict(images, k)` returns the top-k per image."""
+    """Callable model plus its card; `predict(images, k)` answers each photo as a field guide would: is there a
+    bird (the gate, where the model has one), the answer at the level it is sure of, and the top-k species."""
 
-    def __init__(self, run, card: ModelCard, model_config: dict, source: str) -> None:
-        self._run = run  # float32 array (N, 3, R, R) -> logits array (N, K)
+    def __init__(self, run, card: ModelCard, model_config: dict, source: str, *, gated: bool = False) -> None:
+        # float32 array (N, 3, R, R) -> (N, K) logits, then with a gate head (`gated`) P(no bird) as one more column
+        self._run = run
         self.card = card
+        self.gated = gated
         self.class_names: list[str] = list(card.class_names)
+        # The bird file's own "background" output is its gate; it is never answered as a species.
+        self.no_bird_output = self.class_names.index(NO_BIRD) if NO_BIRD in self.class_names else None
         self.species = sum(name != NO_BIRD for name in self.class_names)  # what the page counts
+        self.taxa = taxa_of(self.class_names)
         self.source = source
         # What the service shows: the model, not the server's paths.
         arch, width, size = model_config.get("arch", "?"), model_config.get("width_mult", 0), card.inference.resolution
@@ -110,13 +129,14 @@ class Predictor:
         if path.suffix == ".tflite":
             return cls._load_published(str(path))
         model, card, info = load_checkpoint(path)
-        fast = inference_model(model, card, channels_last=True)
+        gate = info.get("gate") if card.gate_threshold is not None else None
+        fast = inference_model(model, card, channels_last=True, gate=gate)
 
         def run(x: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
                 return fast(torch.from_numpy(x)).float().numpy()
 
-        return cls(run, card, info["model_config"], str(path))
+        return cls(run, card, info["model_config"], str(path), gated=gate is not None)
 
     @classmethod
     def _load_published(cls, spec: str) -> "Predictor":
@@ -178,21 +198,42 @@ class Predictor:
         except Exception as e:  # onnxruntime's errors: a graph that does not take the metadata's input
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"{path}: the graph does not run on a {resolution}px input: {first}") from None
-        if probe.shape != (1, len(card.class_names)):
+        gated = bool(metadata.get("gated"))
+        if probe.shape != (1, len(card.class_names) + gated):
             raise CheckpointError(
                 f"{path}: the graph gives {probe.shape[-1]} outputs for {len(card.class_names)} class names"
+                + (" and the gate" if gated else "")
             )
-        return cls(run, card, metadata, str(path))
+        return cls(run, card, metadata, str(path), gated=gated)
 
     def logits(self, images: list[Image.Image]) -> np.ndarray:
         return self._run(np.stack([self.preprocess(img) for img in images]))
 
-    def predict(self, images: list[Image.Image], k: int = 5) -> list[list[dict]]:
-        """Per image, the k most probable classes as `{"label", "index", "probability"}`, most probable first."""
-        logits = torch.from_numpy(self.logits(images)).double()
-        probabilities = logits.softmax(1)
-        top = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
-        return [
-            [{"label": self.class_names[i], "index": int(i), "probability": float(p)} for p, i in zip(ps, idx)]
-            for ps, idx in zip(top.values.tolist(), top.indices.tolist())
-        ]
+    def predict(self, images: list[Image.Image], k: int = 5) -> list[dict]:
+        """Per image: `bird` (False: the gate found no bird; None: the model has no gate), `no_bird_probability`,
+        `answer` (`{"level", "name", "probability"}` at the level the model is sure of, `deploy.answer`; None
+        for no bird) and `top`, the k most probable species as `{"label", "index", "probability"}`."""
+        out = torch.from_numpy(self.logits(images)).double()
+        if self.gated:
+            probabilities, no_bird = out[:, :-1].softmax(1), out[:, -1]
+        else:
+            probabilities = out.softmax(1)
+            no_bird = probabilities[:, self.no_bird_output] if self.no_bird_output is not None else None
+        species = probabilities.clone()
+        if self.no_bird_output is not None:
+            species[:, self.no_bird_output] = -1.0  # never among the species
+        top = species.topk(min(k, self.species), dim=1)
+        threshold = self.card.gate_threshold
+        results = []
+        for n, (ps, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+            bird = None if no_bird is None or threshold is None else bool(no_bird[n] < threshold)
+            answered = answer(probabilities[n], self.class_names, self.taxa, self.card.answer_threshold)
+            results.append(
+                {
+                    "bird": bird,
+                    "no_bird_probability": None if no_bird is None else float(no_bird[n]),
+                    "answer": None if bird is False else dataclasses.asdict(answered),
+                    "top": [{"label": self.class_names[i], "index": int(i), "probability": p} for p, i in zip(ps, idx)],
+                }
+            )
+        return results

@@ -7,6 +7,7 @@ of Guo et al. 2017 (15 equal-width confidence bins, |accuracy - confidence| weig
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -107,3 +108,21 @@ def paired_test(right_a: list[bool], right_b: list[bool]) -> dict:
     gained = sum(b and not a for a, b in zip(right_a, right_b))
     lost = sum(a and not b for a, b in zip(right_a, right_b))
     return {"gained": gained, "lost": lost, "p": mcnemar_p(gained, lost)}
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Area under the ROC curve of a score that should be higher for `positive` than for `negative` samples: the
+    probability that a random positive outscores a random negative, ties counting half (Mann-Whitney U over
+    the product of the two counts), from the ranks of all scores."""
+    scores = np.concatenate([positive, negative]).astype(np.float64)
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average ranks (1-based) over runs of equal scores
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + 1 + end) / 2
+    n_pos, n_neg = len(positive), len(negative)
+    u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))

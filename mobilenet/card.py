@@ -9,7 +9,9 @@ studies see one view of each model.
 
 A card holds the class names, the normalization the weights expect (mean and std of RGB in [0, 1]), the
 resolution they were trained at, the test-time inference (`mobilenet.tta.Inference`: test resolution, flip
-averaging, a second look), and where the weights came from.
+averaging, a second look), where the weights came from, and how the answer is given (`deploy.answer`): the
+"is there a bird?" gate's threshold on the probability of no bird (None: no gate) and the confidence below
+which the answer falls back from the species to its genus, family or order.
 """
 
 import dataclasses
@@ -34,6 +36,8 @@ class ModelCard:
     resolution: int  # the resolution the weights were trained at
     inference: Inference  # how a test image is classified (its resolution may differ: FixRes)
     source: str = ""  # where the weights came from: a run folder, a file name, a URL
+    gate_threshold: float | None = None  # "no bird" when P(no bird) reaches it; None: the model has no gate
+    answer_threshold: float = 0.0  # the species needs this probability, else the genus, family... (0: always)
 
     def transform(self, *, view: str = "center", resolution: int | None = None, normalize: bool = True) -> Compose:
         """uint8 (3, H, W) image -> the model's input at the test resolution (or `resolution`): the `view`
@@ -74,6 +78,8 @@ class ModelCard:
             "resolution": self.resolution,
             "inference": dataclasses.asdict(self.inference),
             "source": self.source,
+            "gate_threshold": self.gate_threshold,
+            "answer_threshold": self.answer_threshold,
         }
 
     @classmethod
@@ -90,6 +96,8 @@ class ModelCard:
             values["resolution"],
             Inference(inference["resolution"], inference["hflip"], inference["look_twice"]),
             values.get("source", ""),
+            values.get("gate_threshold"),
+            values.get("answer_threshold", 0.0),
         )
 
 
@@ -124,6 +132,11 @@ def card_problem(values: object) -> str | None:
         return "field card.inference.hflip and .look_twice must be true or false"
     if not isinstance(values.get("source", ""), str):
         return "field card.source must be a string"
+    gate = values.get("gate_threshold")
+    if gate is not None and not (_is_number(gate) and 0 < gate <= 1):
+        return f"field card.gate_threshold must be a probability in (0, 1] or null, not {gate!r}"
+    if not (_is_number(values.get("answer_threshold", 0.0)) and 0 <= values.get("answer_threshold", 0.0) <= 1):
+        return f"field card.answer_threshold must be a probability in [0, 1], not {values.get('answer_threshold')!r}"
     return None
 
 

@@ -25,6 +25,7 @@ from cli import InputError
 from mobilenet.card import ModelCard, card_problem, legacy_card
 from mobilenet.common import MobileNetBase
 from mobilenet.factory import create_model
+from mobilenet.gate import GATE_KEY
 
 REQUIRED_KEYS = ("model", "model_config", "card")
 LEGACY_KEYS = ("model", "model_config", "data_config", "class_names")  # formats 1 and 2
@@ -40,6 +41,7 @@ def make_checkpoint(
     *,
     card: ModelCard,
     config: dict,
+    gate: dict | None = None,
     epoch: int,
     metrics: dict,
     best_val_top1: float,
@@ -53,6 +55,7 @@ def make_checkpoint(
         "model": model.state_dict(),
         "model_config": model.config,
         "card": card.to_dict(),
+        **({GATE_KEY: gate} if gate is not None else {}),
         "config": config,
         "epoch": epoch,
         "metrics": metrics,
@@ -225,6 +228,17 @@ def schema_problem(state: dict) -> str | None:
         return f"field card.class_names has {len(names)} names for a {classes}-way classifier"
     if not isinstance(state.get("config", {}), dict):
         return f"field config must be a dict, not {type(state['config']).__name__}"
+    gate = state.get(GATE_KEY)
+    if gate is not None:
+        weight, bias, no_bird = (
+            (gate.get(k) for k in ("weight", "bias", "no_bird")) if isinstance(gate, dict) else (None,) * 3
+        )
+        features = state["model"].get("classifier.weight", torch.empty(0, 0)).shape[-1]
+        shaped = isinstance(weight, torch.Tensor) and weight.ndim == 2 and weight.shape[1] == features
+        if not (shaped and isinstance(bias, torch.Tensor) and bias.shape == weight.shape[:1]):
+            return f"field {GATE_KEY} must hold a head on the model's {features} features (weight, bias)"
+        if not isinstance(no_bird, int) or not 0 <= no_bird < weight.shape[0]:
+            return f"field {GATE_KEY}.no_bird must index one of its {weight.shape[0]} outputs"
     for key in ("model", *(["ema"] if state.get("ema") is not None else [])):
         weights = state[key].get("module") if key == "ema" and isinstance(state[key], dict) else state[key]
         if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
@@ -257,6 +271,7 @@ def load_checkpoint(
         "config": state.get("config", {}),
         "model_config": state["model_config"],
         "card": state["card"],
+        "gate": state.get(GATE_KEY),
         "epoch": state.get("epoch"),
         "metrics": state.get("metrics", {}),
     }

@@ -46,6 +46,9 @@ from mobilenet.v1 import MobileNetV1
 from mobilenet.v2 import MobileNetV2
 
 IMAGENET_URL = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
+# The bird file's "no bird" operating point: the background probability that keeps 98% of CUB-200's 5,994
+# training photos (chosen by `python -m bench.birdid`, bench/studies/birdid/birdid.json; no test photo used).
+INAT_BIRDS_GATE_THRESHOLD = 0.003816763637587428
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,8 @@ def load_pretrained(spec: str | Path, *, num_classes: int | None = None) -> tupl
         if num_classes is None and isinstance(model.classifier, nn.Linear):
             labels = labels_beside(path, model.classifier.out_features)
             card = dataclasses.replace(card, class_names=tuple(labels or ()))
+            if labels and "background" in labels and is_bird_start(path):
+                card = dataclasses.replace(card, gate_threshold=INAT_BIRDS_GATE_THRESHOLD)
         return model, card
     else:
         model, source = from_state_dict(_load_state_dict(path), str(path)), str(path)

@@ -174,6 +174,12 @@ def test_predict_names_a_species_with_the_published_file(tmp_path):
     results = predict.main([str(WEIGHTS / "parrot.jpg"), "--checkpoint", str(WEIGHTS / BIRD_FILE), "--top-k", "3"])
     assert results[0]["top"][0]["index"] == expected
     assert not math.isnan(results[0]["top"][0]["probability"])
+    # "Is there a bird?": the file's own background output, at the threshold that keeps 98% of CUB's training
+    # photos (mobilenet.pretrained.INAT_BIRDS_GATE_THRESHOLD): the macaw is a bird, the hot dog is not.
+    assert results[0]["bird"] is True and results[0]["answer"]["name"] == predictor.class_names[expected]
+    hot_dog = predict.main([str(WEIGHTS / "hot_dog.jpg"), "--checkpoint", str(WEIGHTS / BIRD_FILE)])[0]
+    assert hot_dog["bird"] is False and hot_dog["answer"] is None and hot_dog["no_bird_probability"] > 0.5
+    assert all(t["label"] != predictor.class_names[-1] for t in hot_dog["top"])  # "background" is no species
 
 
 def test_the_bird_start_has_its_own_recipe_and_is_recognised_by_content(tmp_path):

@@ -102,8 +102,8 @@ def test_onnx_export_matches_pytorch_and_carries_metadata(checkpoint, tmp_path, 
     images = [Image.open(p).convert("RGB") for p in (real_images() or sorted(tiny_synthetic_root.rglob("*.jpg")))[:5]]
     from_onnx, from_checkpoint = Predictor.load(out), Predictor.load(checkpoint)
     np.testing.assert_allclose(from_onnx.logits(images), from_checkpoint.logits(images), atol=1e-4)
-    assert [t["label"] for t in from_onnx.predict(images, k=3)[0]] == [
-        t["label"] for t in from_checkpoint.predict(images, k=3)[0]
+    assert [t["label"] for t in from_onnx.predict(images, k=3)[0]["top"]] == [
+        t["label"] for t in from_checkpoint.predict(images, k=3)[0]["top"]
     ]
 
 
@@ -164,7 +164,10 @@ def test_predict_text_json_and_directories(checkpoint, tmp_path, tiny_synthetic_
     assert "not an image" in results[2]["error"]
     predict.main([str(second), "--checkpoint", str(checkpoint), "--top-k", "2"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == str(second) and len(lines) == 3 and lines[1].strip().endswith(results[0]["top"][0]["label"])
+    # the image, the answer (the generated birds have no taxonomy and the run no fallback: the species), the top 2
+    assert lines[0] == str(second) and len(lines) == 4 and lines[1].startswith("  answer: ")
+    assert lines[2].strip().endswith(results[0]["top"][0]["label"]) and results[0]["answer"]["level"] == "species"
+    assert results[0]["bird"] is None and results[0]["no_bird_probability"] is None  # no gate: not a bird file
 
 
 @requires_deploy

@@ -57,7 +57,7 @@ def test_health_page_and_prediction(client, checkpoint):
     # The service answers what predict.py's Predictor answers for the same image.
     from deploy.images import decode_image
 
-    expected = Predictor.load(checkpoint).predict([decode_image(jpeg_bytes((120, 90)))], k=3)[0]
+    expected = Predictor.load(checkpoint).predict([decode_image(jpeg_bytes((120, 90)))], k=3)[0]["top"]
     assert [t["label"] for t in top] == [t["label"] for t in expected]
 
 

@@ -219,6 +219,13 @@ class RunConfig:
     )
     test_hflip: bool = option(False, "average with the mirror image", "test time")
     look_twice: bool = option(False, "second pass on the object cropped from the first pass's features", "test time")
+    answer_threshold: float = option(
+        0.0,
+        "the probability the species needs, else the answer is its genus, family or order (deploy/answer.py)",
+        "test time",
+        check=lambda v: 0 <= v <= 1,
+        rule="in [0, 1]",
+    )
     # schedule
     schedule: str = option("cosine", "learning-rate schedule", "schedule", choices=SCHEDULES)
     warmup_epochs: float = option(2.0, "linear warm-up", "schedule", check=lambda v: v >= 0, rule=">= 0")
@@ -282,7 +289,15 @@ class RunConfig:
     def card(self, class_names: list[str], *, mean: tuple, std: tuple, source: str = "") -> ModelCard:
         """The card of the model this run trains: its classes, its start's normalization, its resolution and
         test-time inference."""
-        return ModelCard(tuple(class_names), tuple(mean), tuple(std), self.resolution, self.inference, source)
+        return ModelCard(
+            tuple(class_names),
+            tuple(mean),
+            tuple(std),
+            self.resolution,
+            self.inference,
+            source,
+            answer_threshold=self.answer_threshold,
+        )
 
     def stored(self) -> dict[str, Any]:
         """The record as checkpoints and `config.json` keep it: without the facts whose home is the model's
@@ -296,6 +311,7 @@ class RunConfig:
         model, card = info["model_config"], info["card"]
         facts = dict(arch=model["arch"], width=model["width_mult"], resolution=card["resolution"])
         facts.update(test_hflip=card["inference"]["hflip"], look_twice=card["inference"]["look_twice"])
+        facts.update(answer_threshold=card.get("answer_threshold", 0.0))
         if "dropout" in model:
             facts["dropout"] = model["dropout"]
         return cls.from_dict({**(info.get("config") or {}), **facts})
@@ -335,7 +351,7 @@ class RunConfig:
 
 
 # The options whose home is the model's config (architecture) or its card (input and test-time inference).
-MODEL_FACTS = ("arch", "width", "dropout", "resolution", "test_hflip", "look_twice")
+MODEL_FACTS = ("arch", "width", "dropout", "resolution", "test_hflip", "look_twice", "answer_threshold")
 
 OPTIONS = {f.name: f for f in dataclasses.fields(RunConfig) if "help" in f.metadata}
 _TYPES = typing.get_type_hints(RunConfig)

@@ -61,8 +61,8 @@ def check_resumable(state: dict, epochs: int, path: Path) -> None:
 class RunState:
     """Epoch to start from, metric rows so far and the best validation top-1, for one run folder."""
 
-    def __init__(self, config: RunConfig, card: ModelCard, rank: int) -> None:
-        self.config, self.card, self.rank = config, card, rank
+    def __init__(self, config: RunConfig, card: ModelCard, rank: int, gate: dict | None = None) -> None:
+        self.config, self.card, self.rank, self.gate = config, card, rank, gate
         self.out = Path(config.out)
         self.start_epoch, self.best_val_top1 = 0, -1.0
         self.rows: list[dict] = []
@@ -202,6 +202,7 @@ class RunState:
         state = make_checkpoint(
             model,
             card=self.card,
+            gate=self.gate,
             config=self.config.stored(),
             epoch=epoch,
             metrics=row,

@@ -1,0 +1,205 @@
+"""Bird ID as a field guide answers: the "is there a bird?" gate and the answer at the level the model is sure of,
+measured on the full CUB-200-2011 and Caltech-101 (issue #36).
+
+    python -m bench.birdid --data-root DIR/CUB_200_2011 --caltech ../shared/data/caltech101 --weights FILE
+
+One pass of Google's iNaturalist-birds V2 over every photo gives both models' outputs: the bird file's own 965
+(its last, "background", is the gate's score) and, through the same frozen pooled features, the linear probe's
+200 (the README's recommended full-set model: the bird file with a probe head). Chosen without the test split:
+- the gate's threshold: the background probability that keeps 98% of the 5,994 CUB training photos;
+- the fallback's threshold: on the rule's validation sixth (1,000 photos; a probe fitted on the other 4,994), the
+  smallest confidence at which answers are right at their level at least `TARGET_RIGHT` of the time.
+Then the test split (5,794), Caltech's 298 bird photos and its non-bird photos (none used for choosing) report
+them, with the probe refitted on all 5,994 training photos, as `python train.py --probe-head --epochs 0` does.
+Writes `OUT/birdid.json` and `OUT/birdid.md`.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from atomicfile import write_atomically
+from cli import run
+from data.cub import CUB200, load_rgb, pil_to_tensor
+from data.taxonomy import taxa_of
+from deploy.answer import LEVELS, answer_levels, choose_threshold
+from deploy.images import find_images
+from evaluation.metrics import auroc
+from mobilenet.pretrained import load_pretrained
+from training.probe import fit_probe
+
+BIRDS_KEPT = 0.98  # the gate's operating point: the share of bird photos it must keep
+TARGET_RIGHT = 0.97  # the fallback's: answers right at their level
+VAL_FRACTION, SEED = 0.1667, 0  # the full-set rule's validation sixth (bench/studies/cub200/RULE.md)
+
+
+class Photos(torch.utils.data.Dataset):
+    """Image files under the card's test-time view, labelled by their folder (a Caltech class)."""
+
+    def __init__(self, paths: list[Path], transform) -> None:
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return self.transform(pil_to_tensor(load_rgb(self.paths[i]))), i
+
+
+@torch.no_grad()
+def features_and_logits(model, dataset, *, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features (N, 1280) and the bird file's logits (N, 965) of every image."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=workers)
+    pooled, logits = [], []
+    for images, _ in loader:
+        features = model.pool(model.forward_features(images.contiguous(memory_format=torch.channels_last)))
+        pooled.append(features.flatten(1))
+        logits.append(model.classifier(pooled[-1]))
+    return torch.cat(pooled), torch.cat(logits)
+
+
+def gate_report(background: dict[str, np.ndarray], threshold: float, caltech_classes: list[str]) -> dict:
+    """Birds kept and non-birds let through at `threshold` (a photo is a bird when its background probability
+    is below it), AUROC, and the non-bird classes let through most."""
+    birds = np.concatenate([background["cub_test"], background["caltech_birds"]])
+    non_birds = background["caltech_non_birds"]
+    passed = non_birds < threshold
+    by_class: dict[str, list[bool]] = {}
+    for name, through in zip(caltech_classes, passed):
+        by_class.setdefault(name, []).append(bool(through))
+    worst = sorted(((np.mean(v), len(v), k) for k, v in by_class.items()), reverse=True)[:8]
+    return {
+        "threshold": float(threshold),
+        "auroc": auroc(-birds, -non_birds),  # a bird scores higher: the negated background probability
+        "cub_test_kept": float((background["cub_test"] < threshold).mean()),
+        "caltech_birds_kept": float((background["caltech_birds"] < threshold).mean()),
+        "birds_kept": float((birds < threshold).mean()),
+        "non_birds_answered_as_bird": float(passed.mean()),
+        "non_birds": int(len(non_birds)),
+        "birds": int(len(birds)),
+        "worst_non_bird_classes": [{"class": k, "answered_as_bird": float(m), "photos": n} for m, n, k in worst],
+    }
+
+
+def risk_coverage(probabilities: torch.Tensor, labels: torch.Tensor) -> list[dict]:
+    """For each species confidence threshold: the share answered at species level and the error among them."""
+    confidence, predicted = probabilities.max(1)
+    order = confidence.argsort(descending=True)
+    right = (predicted == labels)[order].double()
+    answered = torch.arange(1, len(right) + 1, dtype=torch.float64)
+    error = 1 - right.cumsum(0) / answered
+    picks = np.unique(np.linspace(0, len(right) - 1, 41).round().astype(int))
+    return [
+        {"threshold": float(confidence[order][i]), "coverage": float(answered[i] / len(right)), "risk": float(error[i])}
+        for i in picks
+    ]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", required=True, help="the full CUB-200-2011 root")
+    p.add_argument("--caltech", required=True, help="../shared/data/caltech101 (birds/ and non-birds/)")
+    p.add_argument("--weights", default="inat-birds", help="the iNaturalist-birds file (or the word inat-birds)")
+    p.add_argument("--out", default="bench/studies/birdid", help="folder for birdid.json and birdid.md")
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.manual_seed(SEED)
+    model, card = load_pretrained(args.weights)
+    model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    view = card.transform()
+    started = time.perf_counter()
+    train = CUB200(args.data_root, "train", view)
+    test = CUB200(args.data_root, "test", view)
+    held = CUB200(args.data_root, "val", None, val_fraction=VAL_FRACTION, val_seed=SEED)
+    held_paths = {s.path for s in held.samples}
+    caltech = Path(args.caltech)
+    bird_paths, _ = find_images([caltech / "birds"])
+    other_paths, _ = find_images([caltech / "non-birds"])
+    caltech_classes = [path.relative_to(caltech / "non-birds").parts[0] for path in other_paths]
+    outputs = {
+        "cub_train": features_and_logits(model, train, workers=args.workers),
+        "cub_test": features_and_logits(model, test, workers=args.workers),
+        "caltech_birds": features_and_logits(model, Photos(bird_paths, view), workers=args.workers),
+        "caltech_non_birds": features_and_logits(model, Photos(other_paths, view), workers=args.workers),
+    }
+    seconds = time.perf_counter() - started
+    background = {k: logits.softmax(1)[:, -1].numpy() for k, (_, logits) in outputs.items()}
+    # The gate, chosen on the training photos: keep BIRDS_KEPT of them.
+    threshold = float(np.quantile(background["cub_train"], BIRDS_KEPT))
+    gate = gate_report(background, threshold, caltech_classes)
+    # The recommended model's own outputs as the other candidate score: its top probability.
+    train_x, test_x = outputs["cub_train"][0], outputs["cub_test"][0]
+    train_y, test_y = torch.tensor(train.targets), torch.tensor(test.targets)
+    weight, bias, l2 = fit_probe(train_x, train_y, len(train.class_names), seed=SEED)
+    probe_top = {k: F.linear(x, weight, bias).softmax(1).max(1).values.numpy() for k, (x, _) in outputs.items()}
+    own_birds = np.concatenate([probe_top["cub_test"], probe_top["caltech_birds"]])
+    own_threshold = float(np.quantile(probe_top["cub_train"], 1 - BIRDS_KEPT))
+    own = {
+        "auroc": auroc(own_birds, probe_top["caltech_non_birds"]),
+        "threshold": own_threshold,
+        "non_birds_answered_as_bird": float((probe_top["caltech_non_birds"] >= own_threshold).mean()),
+        "birds_kept": float((own_birds >= own_threshold).mean()),
+    }
+    # The fallback: a probe on the rule's 4,994 chooses the confidence on its 1,000 held out ...
+    is_held = torch.tensor([s.path in held_paths for s in train.samples])
+    fit_w, fit_b, _ = fit_probe(train_x[~is_held], train_y[~is_held], len(train.class_names), seed=SEED)
+    taxa = taxa_of(list(train.class_names))
+    val_probabilities = F.linear(train_x[is_held], fit_w, fit_b).softmax(1)
+    chosen, val_summary = choose_threshold(val_probabilities, train_y[is_held], taxa, target=TARGET_RIGHT)
+    # ... and the probe of every training photo reports it on the test split.
+    test_probabilities = F.linear(test_x, weight, bias).softmax(1)
+    test_levels = answer_levels(test_probabilities, test_y, taxa, chosen)
+    result = {
+        "command": "python -m bench.birdid --data-root DIR/CUB_200_2011 --caltech ../shared/data/caltech101",
+        "feature_seconds": seconds,
+        "images": {k: int(len(v[0])) for k, v in outputs.items()},
+        "gate_background_output": gate,
+        "gate_top_probability": own,
+        "probe_l2": l2,
+        "probe_test_top1": float((test_probabilities.argmax(1) == test_y).double().mean()),
+        "fallback_threshold": chosen,
+        "fallback_validation": val_summary,
+        "fallback_test": test_levels,
+        "risk_coverage_test": risk_coverage(test_probabilities, test_y),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomically(out / "birdid.json", json.dumps(result, indent=1))
+    write_atomically(out / "birdid.md", report(result))
+    print(report(result))
+    return result
+
+
+def report(r: dict) -> str:
+    g, own, t, v = r["gate_background_output"], r["gate_top_probability"], r["fallback_test"], r["fallback_validation"]
+    shares = ", ".join(f"{level} {t['share'][level]:.1%}" for level in LEVELS if t["share"].get(level))
+    lines = [
+        "# Bird ID: the gate and the answer at its level (`python -m bench.birdid`)",
+        "",
+        f"Images: {r['images']}.",
+        "",
+        "| gate | AUROC | birds kept (CUB test, Caltech birds) | non-birds answered as a bird |",
+        "| --- | ---: | ---: | ---: |",
+        f"| the bird file's background output, P < {g['threshold']:.4f} | {g['auroc']:.4f} | "
+        f"{g['birds_kept']:.2%} ({g['cub_test_kept']:.2%}, {g['caltech_birds_kept']:.2%}) | "
+        f"{g['non_birds_answered_as_bird']:.2%} of {g['non_birds']} |",
+        f"| the probe's top probability, >= {own['threshold']:.4f} | {own['auroc']:.4f} | {own['birds_kept']:.2%} | "
+        f"{own['non_birds_answered_as_bird']:.2%} |",
+        "",
+        "Non-bird classes let through most: "
+        + ", ".join(f"{w['class']} {w['answered_as_bird']:.0%} of {w['photos']}" for w in g["worst_non_bird_classes"]),
+        "",
+        f"Fallback: confidence {r['fallback_threshold']:.3f} chosen on validation (right {v['right']:.2%}, "
+        f"species level {v['share']['species']:.1%}); on the test split (probe top-1 {r['probe_test_top1']:.2%}): "
+        f"right at the level given {t['right']:.2%}; answered at {shares}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    run("bench.birdid", main)
