@@ -6,8 +6,11 @@ works as given), in sorted order. Every file that cannot be read (missing, empty
 too large, a dangling link) is reported with its reason and the others are still predicted. Prints one
 block per image ("no bird", or the answer at the level the model is sure of, then the top species), or with
 `--json` one JSON document: `[{"image": path, "bird", "no_bird_probability", "answer": {"level", "name",
-"probability"}, "top": [{"label", "index", "probability"}, ...]}, ...]` (`Predictor.predict`), with `"error"`
-instead of the rest for an image that could not be read.
+"probability"}, "top": [{"label", "index", "probability"}, ...], "lookalike"}, ...]` (`Predictor.predict`),
+with `"error"` instead of the rest for an image that could not be read. `--explain DIR` also writes, for each
+photo, where the model looked (Grad-CAM of the top species over the view it saw) as `DIR/NNNN-NAME.jpg`, and
+names the file in `"explained"` (not for a photo with no bird; `.pt` and `.tflite` models: an ONNX file has
+no gradients to read).
 
 Exit status: 0 when every image was predicted, 1 when at least one was reported unreadable, 2 for a usage
 error (a bad option, no images, an unreadable model file).
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from atomicfile import write_atomically
 from cli import UsageError, positive_int, run
 from deploy.images import ImageRejected, NoImagesFound, find_images, read_image_file
 from deploy.predictor import Predictor
@@ -42,6 +46,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=positive_int, default=5, help="classes to show per image (default: 5)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default: 32)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.add_argument(
+        "--explain", default=None, metavar="DIR", help="write a Grad-CAM picture per photo into DIR (where it looked)"
+    )
     return p
 
 
@@ -53,6 +60,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         predictor = Predictor.load(args.checkpoint)
     except (NoImagesFound, FileNotFoundError, CheckpointError) as e:
         raise UsageError(str(e)) from None
+    explain = Path(args.explain) if args.explain else None
+    if explain is not None:
+        if not predictor.explainable:
+            raise UsageError(f"--explain: {args.checkpoint} is an ONNX file: Grad-CAM needs the .pt or .tflite model")
+        if explain.exists() and not explain.is_dir():
+            raise UsageError(f"--explain {explain}: not a folder")
+        explain.mkdir(parents=True, exist_ok=True)
     results: list[dict] = [{"image": str(path), "error": reason} for path, reason in skipped]
     if not args.json:
         for result in results:
@@ -70,6 +84,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if batch:
             for (result, _), answered in zip(batch, predictor.predict([img for _, img in batch], k=args.top_k)):
                 result.update(answered)
+            if explain is not None:
+                birds = [(r, img) for r, img in batch if r["bird"] is not False]  # no bird: no answer to explain
+                targets = [r["top"][0]["index"] for r, _ in birds]
+                pictures = predictor.explain([img for _, img in birds], targets) if birds else []
+                for (result, _), picture in zip(birds, pictures):
+                    name = explain / f"{start + chunk.index(result):04d}-{Path(result['image']).stem}.jpg"
+                    write_atomically(name, lambda f, picture=picture: picture.save(f, format="JPEG", quality=90))
+                    result["explained"] = str(name)
         del batch
         if not args.json:
             for result in chunk:
@@ -91,6 +113,8 @@ def show(result: dict) -> None:
         answered = result["answer"]
         level = "" if answered["level"] in ("species", "bird") else f"{answered['level']} "
         print(f"  answer: {level}{answered['name']} ({answered['probability']:.2%})")
+    if result.get("lookalike"):
+        print(f"  often confused with: {result['lookalike']}")
     for entry in result.get("top", []):
         print(f"  {entry['probability']:7.2%}  {entry['label']}")
     sys.stdout.flush()

@@ -3,10 +3,12 @@
 - `POST /predict`: an image in the multipart field `file` -> `{"bird", "no_bird_probability", "answer": {"level",
   "name", "probability"}, "top": [{"label", "index", "probability"}...], "model": ..., "milliseconds": ...}`
   (`deploy.predictor.Predictor.predict`: `bird` false when the gate finds no bird, null for a model without a
-  gate; `answer` at the level the model is sure of); `?k=N` for the top N species (default 5).
+  gate; `answer` at the level the model is sure of; `lookalike`, the species the top one is most confused
+  with); `?k=N` for the top N species (default 5); `?explain=true` adds `heatmap`, where the model looked
+  (Grad-CAM over the view it saw, a JPEG data URL; a `.pt` or `.tflite` model only).
 - `GET /health`: `{"status": "ok", "model": ..., "classes": K}`.
 - `GET /`: a page where a person uploads a photo and sees "no bird found" or the answer at its level with its
-  confidence, the species and confidences, and which model answered.
+  confidence, where the model looked, the look-alike, the species and confidences, and which model answered.
 
 Bad input gets a 4xx JSON `{"detail": message}`, never a crash: an empty or missing upload (400), a
 file that is not one of the accepted photo formats (415), a truncated image (400), a body over `--max-bytes`
@@ -18,7 +20,9 @@ server's paths. FastAPI + uvicorn, bound to 127.0.0.1 unless `--host` says other
 
 import argparse
 import asyncio
+import base64
 import html
+import io
 import sys
 import time
 
@@ -77,7 +81,7 @@ form.addEventListener("submit", async (event) => {{
   result.textContent = "Thinking...";
   const body = new FormData();
   body.append("file", input.files[0]);
-  const response = await fetch("predict", {{ method: "POST", body }});
+  const response = await fetch("predict?explain={explain}", {{ method: "POST", body }});
   const data = await response.json();
   if (!response.ok) {{ result.innerHTML = ""; const p = document.createElement("p");
     p.className = "error"; p.textContent = data.detail; result.appendChild(p); return; }}
@@ -90,6 +94,10 @@ form.addEventListener("submit", async (event) => {{
   const level = data.answer.level === "species" ? "" : data.answer.level === "bird" ? "" : data.answer.level + " ";
   verdict.textContent = level + data.answer.name + " (" + (100 * data.answer.probability).toFixed(1) + "%)";
   result.appendChild(verdict);
+  if (data.lookalike) {{ const similar = document.createElement("p"); similar.id = "lookalike";
+    similar.textContent = "Often confused with: " + data.lookalike; result.appendChild(similar); }}
+  if (data.heatmap) {{ const heat = document.createElement("img"); heat.id = "heatmap"; heat.src = data.heatmap;
+    heat.alt = "where the model looked"; heat.title = "where the model looked (Grad-CAM)"; result.appendChild(heat); }}
   const table = document.createElement("table"); table.id = "predictions";
   for (const entry of data.top) {{
     const row = table.insertRow(), name = row.insertCell(), pct = row.insertCell(), bar = row.insertCell();
@@ -140,7 +148,11 @@ def create_app(
     working = asyncio.Semaphore(max_concurrent)
     reading = asyncio.Semaphore(max_concurrent)  # bodies held in memory at a time: the others wait, unread
     decoding = MemoryBudget(MAX_DECODE_BYTES)
-    page = PAGE.format(model=html.escape(predictor.name), classes=predictor.species)
+    page = PAGE.format(
+        model=html.escape(predictor.name),
+        classes=predictor.species,
+        explain="true" if predictor.explainable else "false",
+    )
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -180,22 +192,29 @@ def create_app(
         request._body = b""
         return data, name
 
-    def decode_and_predict(image, name: str, k: int) -> dict:
+    def decode_and_predict(image, name: str, k: int, explain: bool) -> dict:
         try:
-            return predictor.predict([finish_decode(image, name)], k)[0]
+            photo = finish_decode(image, name)
+            answered = predictor.predict([photo], k)[0]
+            if explain and predictor.explainable and answered["bird"] is not False:
+                picture = predictor.explain([photo], [answered["top"][0]["index"]])[0]
+                buffer = io.BytesIO()
+                picture.save(buffer, format="JPEG", quality=85)
+                answered["heatmap"] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+            return answered
         except ImageRejected as e:
             raise HTTPException(e.status, str(e)) from None
         finally:
             image.close()
 
     @app.post("/predict")
-    async def predict(request: Request, k: int = 5) -> Response:
+    async def predict(request: Request, k: int = 5, explain: bool = False) -> Response:
         try:
-            return await answer(request, k)
+            return await answer(request, k, explain)
         finally:
             release_memory()  # what the request's body and image took goes back to the system, refused or not
 
-    async def answer(request: Request, k: int) -> Response:
+    async def answer(request: Request, k: int, explain: bool) -> Response:
         if k < 1:
             raise HTTPException(400, f"k must be at least 1, got {k}")
         declared = request.headers.get("content-length")
@@ -215,7 +234,7 @@ def create_app(
         try:
             async with working:
                 start = time.perf_counter()
-                answered = await run_in_threadpool(decode_and_predict, image, name, k)
+                answered = await run_in_threadpool(decode_and_predict, image, name, k, explain)
         finally:
             await decoding.release(cost)
         milliseconds = (time.perf_counter() - start) * 1000

@@ -35,6 +35,7 @@ from cli import UsageError, run
 from data.cub import CUBFormatError
 from data.loaders import find_data_root
 from data.species_map import species_rows
+from evaluation.metrics import lookalikes
 from mobilenet import create_model
 from mobilenet.card import ModelCard
 from mobilenet.common import IMAGENET_MEAN, IMAGENET_STD, MobileNetBase
@@ -453,7 +454,9 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
     if flags.resume is None and loaders.train_plain is not None:
         features, labels = pooled_features(model, loaders.train_plain, device, channels_last)
-        weight, bias, _ = fit_probe(features, labels, len(card.class_names), seed=config.seed, log=log)
+        probe = fit_probe(features, labels, len(card.class_names), seed=config.seed, log=log)
+        weight, bias = probe.weight, probe.bias
+        card = dataclasses.replace(card, lookalikes=lookalikes(probe.held_out, probe.held_labels))
         if gate is not None and config.epochs == 0:  # the start's "background" output on its frozen features
             threshold = gate_threshold(no_bird_probability(gate, features))
             card = dataclasses.replace(card, gate_threshold=threshold)

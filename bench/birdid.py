@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
     # The recommended model's own outputs as the other candidate score: its top probability.
     train_x, test_x = outputs["cub_train"][0], outputs["cub_test"][0]
     train_y, test_y = torch.tensor(train.targets), torch.tensor(test.targets)
-    weight, bias, l2 = fit_probe(train_x, train_y, len(train.class_names), seed=SEED)
+    probe = fit_probe(train_x, train_y, len(train.class_names), seed=SEED)
+    weight, bias, l2 = probe.weight, probe.bias, probe.l2
     probe_top = {k: F.linear(x, weight, bias).softmax(1).max(1).values.numpy() for k, (x, _) in outputs.items()}
     own_birds = np.concatenate([probe_top["cub_test"], probe_top["caltech_birds"]])
     own_threshold = float(np.quantile(probe_top["cub_train"], 1 - BIRDS_KEPT))
@@ -147,7 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     # The fallback: a probe on the rule's 4,994 chooses the confidence on its 1,000 held out ...
     is_held = torch.tensor([s.path in held_paths for s in train.samples])
-    fit_w, fit_b, _ = fit_probe(train_x[~is_held], train_y[~is_held], len(train.class_names), seed=SEED)
+    fitted = fit_probe(train_x[~is_held], train_y[~is_held], len(train.class_names), seed=SEED)
+    fit_w, fit_b = fitted.weight, fitted.bias
     taxa = taxa_of(list(train.class_names))
     val_probabilities = F.linear(train_x[is_held], fit_w, fit_b).softmax(1)
     chosen, val_summary = choose_threshold(val_probabilities, train_y[is_held], taxa, target=TARGET_RIGHT)

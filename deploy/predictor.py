@@ -27,6 +27,7 @@ from data.cub import pil_to_tensor
 from data.taxonomy import taxa_of
 from deploy.answer import answer
 from deploy.requirements import require
+from evaluation.gradcam import grad_cam
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.card import ModelCard, legacy_card
 from mobilenet.checkpoint import CheckpointError
@@ -101,7 +102,9 @@ class Predictor:
     """Callable model plus its card; `predict(images, k)` answers each photo as a field guide would: is there a
     bird (the gate, where the model has one), the answer at the level it is sure of, and the top-k species."""
 
-    def __init__(self, run, card: ModelCard, model_config: dict, source: str, *, gated: bool = False) -> None:
+    def __init__(
+        self, run, card: ModelCard, model_config: dict, source: str, *, gated: bool = False, model=None
+    ) -> None:
         # float32 array (N, 3, R, R) -> (N, K) logits, then with a gate head (`gated`) P(no bird) as one more column
         self._run = run
         self.card = card
@@ -111,6 +114,7 @@ class Predictor:
         self.no_bird_output = self.class_names.index(NO_BIRD) if NO_BIRD in self.class_names else None
         self.species = sum(name != NO_BIRD for name in self.class_names)  # what the page counts
         self.taxa = taxa_of(self.class_names)
+        self._model = model  # the PyTorch model, for `explain` (None for an ONNX file)
         self.source = source
         # What the service shows: the model, not the server's paths.
         arch, width, size = model_config.get("arch", "?"), model_config.get("width_mult", 0), card.inference.resolution
@@ -136,7 +140,7 @@ class Predictor:
             with torch.inference_mode():
                 return fast(torch.from_numpy(x)).float().numpy()
 
-        return cls(run, card, info["model_config"], str(path), gated=gate is not None)
+        return cls(run, card, info["model_config"], str(path), gated=gate is not None, model=fast)
 
     @classmethod
     def _load_published(cls, spec: str) -> "Predictor":
@@ -160,7 +164,7 @@ class Predictor:
             with torch.inference_mode():
                 return fast(torch.from_numpy(x)).float().numpy()
 
-        predictor = cls(run, card, model.config, Path(spec).name)
+        predictor = cls(run, card, model.config, Path(spec).name, model=fast)
         predictor.name += ", as published (no training here)"
         return predictor
 
@@ -206,13 +210,44 @@ class Predictor:
             )
         return cls(run, card, metadata, str(path), gated=gated)
 
+    @property
+    def explainable(self) -> bool:
+        """Whether `explain` can read gradients (a PyTorch model, not an ONNX file)."""
+        return self._model is not None
+
+    def explain(self, images: list[Image.Image], targets: list[int]) -> list[Image.Image]:
+        """Where the model looked for class `targets[i]` in photo `i`: Grad-CAM (`evaluation.gradcam`) of one
+        plain pass, laid over the view the model saw, as RGB pictures of the test resolution."""
+        from matplotlib import colormaps
+
+        model = self._model.model if isinstance(self._model, Gated) else self._model
+        x = torch.from_numpy(np.stack([self.preprocess(img) for img in images]))
+        inner = getattr(model, "model", model)  # a LookTwice wrapper: the network inside
+        with torch.enable_grad():
+            cams, _ = grad_cam(inner, x, torch.tensor(targets))
+        mean, std = torch.tensor(self.card.mean).view(3, 1, 1), torch.tensor(self.card.std).view(3, 1, 1)
+        pictures = []
+        for view, cam in zip(x, cams):
+            photo = (view * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+            heat = colormaps["jet"](cam.numpy())[..., :3]
+            blend = (0.55 * photo + 0.45 * heat) * 255
+            pictures.append(Image.fromarray(blend.round().astype(np.uint8)))
+        return pictures
+
+    def lookalike(self, index: int) -> str | None:
+        """The name of the class that class `index`'s photos were most taken for (None: not known)."""
+        similar = self.card.lookalikes
+        return self.class_names[similar[index]] if similar and similar[index] >= 0 else None
+
     def logits(self, images: list[Image.Image]) -> np.ndarray:
         return self._run(np.stack([self.preprocess(img) for img in images]))
 
     def predict(self, images: list[Image.Image], k: int = 5) -> list[dict]:
         """Per image: `bird` (False: the gate found no bird; None: the model has no gate), `no_bird_probability`,
         `answer` (`{"level", "name", "probability"}` at the level the model is sure of, `deploy.answer`; None
-        for no bird) and `top`, the k most probable species as `{"label", "index", "probability"}`."""
+        for no bird), `top`, the k most probable species as `{"label", "index", "probability"}`, and
+        `lookalike`, the species the top one's photos were most taken for in the run's held-out photos (None
+        where the card has no look-alikes)."""
         out = torch.from_numpy(self.logits(images)).double()
         if self.gated:
             probabilities, no_bird = out[:, :-1].softmax(1), out[:, -1]
@@ -234,6 +269,7 @@ class Predictor:
                     "no_bird_probability": None if no_bird is None else float(no_bird[n]),
                     "answer": None if bird is False else dataclasses.asdict(answered),
                     "top": [{"label": self.class_names[i], "index": int(i), "probability": p} for p, i in zip(ps, idx)],
+                    "lookalike": self.lookalike(idx[0]) if bird is not False else None,
                 }
             )
         return results

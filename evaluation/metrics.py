@@ -126,3 +126,14 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     n_pos, n_neg = len(positive), len(negative)
     u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2
     return float(u / (n_pos * n_neg))
+
+
+def lookalikes(probabilities: torch.Tensor, labels: torch.Tensor) -> tuple[int, ...]:
+    """For each class, the other class the model takes its photos for most: the largest mean probability given
+    to another class over the class's held-out photos (a soft confusion matrix, defined even where no photo was
+    misclassified); -1 for a class without held-out photos."""
+    num_classes = probabilities.shape[1]
+    sums = torch.zeros(num_classes, num_classes, dtype=torch.float64).index_add_(0, labels, probabilities.double())
+    sums.fill_diagonal_(-1.0)
+    counts = torch.bincount(labels, minlength=num_classes)
+    return tuple(int(j) if n else -1 for j, n in zip(sums.argmax(1).tolist(), counts.tolist()))

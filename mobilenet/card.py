@@ -10,8 +10,9 @@ studies see one view of each model.
 A card holds the class names, the normalization the weights expect (mean and std of RGB in [0, 1]), the
 resolution they were trained at, the test-time inference (`mobilenet.tta.Inference`: test resolution, flip
 averaging, a second look), where the weights came from, and how the answer is given (`deploy.answer`): the
-"is there a bird?" gate's threshold on the probability of no bird (None: no gate) and the confidence below
-which the answer falls back from the species to its genus, family or order.
+"is there a bird?" gate's threshold on the probability of no bird (None: no gate), the confidence below which
+the answer falls back from the species to its genus, family or order, and each class's look-alike (the class
+its held-out photos were taken for most, `evaluation.metrics.lookalikes`).
 """
 
 import dataclasses
@@ -38,6 +39,7 @@ class ModelCard:
     source: str = ""  # where the weights came from: a run folder, a file name, a URL
     gate_threshold: float | None = None  # "no bird" when P(no bird) reaches it; None: the model has no gate
     answer_threshold: float = 0.0  # the species needs this probability, else the genus, family... (0: always)
+    lookalikes: tuple[int, ...] = ()  # per class, the class its photos are taken for most (-1: unknown)
 
     def transform(self, *, view: str = "center", resolution: int | None = None, normalize: bool = True) -> Compose:
         """uint8 (3, H, W) image -> the model's input at the test resolution (or `resolution`): the `view`
@@ -80,6 +82,7 @@ class ModelCard:
             "source": self.source,
             "gate_threshold": self.gate_threshold,
             "answer_threshold": self.answer_threshold,
+            "lookalikes": list(self.lookalikes),
         }
 
     @classmethod
@@ -98,6 +101,7 @@ class ModelCard:
             values.get("source", ""),
             values.get("gate_threshold"),
             values.get("answer_threshold", 0.0),
+            tuple(values.get("lookalikes", ())),
         )
 
 
@@ -137,6 +141,12 @@ def card_problem(values: object) -> str | None:
         return f"field card.gate_threshold must be a probability in (0, 1] or null, not {gate!r}"
     if not (_is_number(values.get("answer_threshold", 0.0)) and 0 <= values.get("answer_threshold", 0.0) <= 1):
         return f"field card.answer_threshold must be a probability in [0, 1], not {values.get('answer_threshold')!r}"
+    similar = values.get("lookalikes", [])
+    count = len(names)
+    if not isinstance(similar, list | tuple) or len(similar) not in (0, count):
+        return f"field card.lookalikes must list one class per class name ({count}) or none"
+    if not all(isinstance(j, int) and not isinstance(j, bool) and -1 <= j < count for j in similar):
+        return f"field card.lookalikes must hold class indices in [-1, {count})"
     return None
 
 

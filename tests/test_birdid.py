@@ -1,6 +1,7 @@
 """Bird ID's parts: the taxonomy data, the answer at the level the model is sure of, AUROC."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 from data.species_map import MAP_FILE
 from data.taxonomy import TAXONOMY_FILE, Taxon, cub_taxa, inat_taxon, taxa_of
 from deploy.answer import Answer, answer, answer_levels, choose_threshold
-from evaluation.metrics import auroc
+from evaluation.metrics import auroc, lookalikes
 from tests.conftest import requires_deploy
 
 
@@ -160,3 +161,85 @@ def test_the_gate_travels_in_the_exported_onnx_file(tiny_checkpoint, tiny_synthe
     from_onnx, from_checkpoint = Predictor.load(out).predict(photos), Predictor.load(path).predict(photos)
     for a, b in zip(from_onnx, from_checkpoint):
         assert a["bird"] == b["bird"] and a["no_bird_probability"] == pytest.approx(b["no_bird_probability"], abs=1e-5)
+
+
+def test_a_class_s_look_alike_is_the_class_its_photos_are_most_taken_for():
+    probabilities = torch.tensor(
+        [
+            [0.7, 0.2, 0.1, 0.0],  # class 0's photos lean to class 1 ...
+            [0.6, 0.3, 0.1, 0.0],
+            [0.1, 0.8, 0.1, 0.0],  # ... class 1's to class 2 (0.1 + 0.5 over two photos) rather than 0 (0.1 + 0.2)
+            [0.2, 0.3, 0.5, 0.0],
+            [0.0, 0.1, 0.9, 0.0],  # class 2's photo: to class 1
+        ]
+    )
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    assert lookalikes(probabilities, labels) == (1, 2, 1, -1)  # class 3 has no held-out photo
+
+
+@requires_deploy
+def test_the_service_says_no_bird_and_shows_where_it_looked(tiny_checkpoint, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from deploy.predictor import Predictor
+    from serve import create_app
+    from tests.conftest import jpeg_bytes
+
+    def ask(path, **params) -> dict:
+        client = TestClient(create_app(Predictor.load(path), max_bytes=10**6, max_pixels=10**7, max_concurrent=2))
+        photo = {"file": ("bird.jpg", jpeg_bytes((120, 90)), "image/jpeg")}
+        return client.post("/predict", params=params, files=photo).json()
+
+    nothing, _ = with_gate(tiny_checkpoint, tmp_path, 1e-9)  # every photo's no-bird probability reaches it
+    answered = ask(nothing, explain="true")
+    assert answered["bird"] is False and answered["answer"] is None and "heatmap" not in answered
+    plain = ask(tiny_checkpoint, explain="true")
+    assert plain["bird"] is None and plain["answer"]["name"] == plain["top"][0]["label"]
+    assert plain["heatmap"].startswith("data:image/jpeg;base64,")
+
+
+def test_predict_explain_writes_where_the_model_looked_for_each_bird_photo(tiny_checkpoint, tmp_path):
+    """One picture per bird photo, the size of the view the model saw, named after the photo; none for a photo
+    the gate finds no bird in (the map itself: the test below)."""
+    from PIL import Image
+
+    import predict
+    from tests.conftest import jpeg_bytes
+
+    (tmp_path / "photos").mkdir()
+    for i, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+        (tmp_path / "photos" / f"p{i}.jpg").write_bytes(jpeg_bytes((96, 80), colour=colour))
+    results = predict.main(
+        [str(tmp_path / "photos"), "--checkpoint", str(tiny_checkpoint), "--explain", str(tmp_path / "x")]
+    )
+    assert [Path(r["explained"]).name for r in results] == ["0000-p0.jpg", "0001-p1.jpg"]
+    for r in results:
+        with Image.open(r["explained"]) as picture:
+            assert picture.size == (64, 64) and picture.mode == "RGB"
+    nothing, _ = with_gate(tiny_checkpoint, tmp_path, 1e-9)
+    silent = predict.main([str(tmp_path / "photos"), "--checkpoint", str(nothing), "--explain", str(tmp_path / "y")])
+    assert all(r["bird"] is False and "explained" not in r for r in silent)  # no bird: nothing to explain
+
+
+def test_grad_cam_of_a_pooled_linear_head_is_the_class_weights_on_the_feature_map():
+    """Grad-CAM (Selvaraju et al. 2017) by hand, without autograd: behind global average pooling and a linear
+    classifier, the gradient of class c's score at every cell of the last map is W[c] / (h w), so its weights
+    are W[c] / (h w) and the map is ReLU(sum_k W[c, k] A_k) / (h w), upsampled and scaled to a peak of 1."""
+    import torch.nn.functional as F
+
+    from evaluation.gradcam import grad_cam
+    from mobilenet import create_model
+
+    torch.manual_seed(0)
+    model = create_model("v2", width_mult=0.35, num_classes=5).eval()
+    torch.nn.init.normal_(model.classifier.weight)
+    x = torch.randn(2, 3, 96, 96)
+    target = torch.tensor([1, 3])
+    cams, _ = grad_cam(model, x, target)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        weights = model.classifier.weight[target][:, :, None, None]
+        by_hand = F.relu((weights * features).sum(1, keepdim=True))
+        by_hand = F.interpolate(by_hand, size=(96, 96), mode="bilinear", align_corners=False)[:, 0]
+        by_hand = by_hand / by_hand.flatten(1).amax(1).view(-1, 1, 1)
+    torch.testing.assert_close(cams, by_hand, rtol=1e-4, atol=1e-5)

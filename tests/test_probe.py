@@ -45,8 +45,12 @@ def test_a_stronger_penalty_gives_smaller_weights_and_the_held_out_sixth_is_stra
     assert torch.equal(held, stratified_holdout(labels, seed=0)) and not torch.equal(
         held, stratified_holdout(labels, 1)
     )
-    weight, bias, l2 = fit_probe(features, labels, 4, seed=0, log=lambda _: None)
-    assert (F.linear(features, weight, bias).argmax(1) == labels).float().mean() > 0.9
+    probe = fit_probe(features, labels, 4, seed=0, log=lambda _: None)
+    assert (F.linear(features, probe.weight, probe.bias).argmax(1) == labels).float().mean() > 0.9
+    # The held-out sixth's probabilities come from the fit without it, at the chosen strength.
+    assert torch.equal(probe.held_labels, labels[held]) and probe.held_out.shape == (int(held.sum()), 4)
+    unseen = fit_logistic(features[~held], labels[~held], 4, probe.l2)
+    torch.testing.assert_close(probe.held_out, F.linear(features[held], *unseen).softmax(1), rtol=1e-3, atol=1e-4)
 
 
 def test_train_py_starts_its_head_from_the_probe_of_its_start_s_features(tiny_synthetic_root, tmp_path):
@@ -72,7 +76,8 @@ def test_train_py_starts_its_head_from_the_probe_of_its_start_s_features(tiny_sy
     labels = torch.tensor([dataset[i][1] for i in range(len(dataset))])
     with torch.no_grad():
         features = model.eval().forward_features(images).mean((2, 3))
-    weight, bias, _ = fit_probe(features, labels, len(card.class_names), seed=0, log=lambda _: None)
+    probe = fit_probe(features, labels, len(card.class_names), seed=0, log=lambda _: None)
+    weight = probe.weight
     assert weight.abs().max() > 0.01  # a real head, not the zeros it starts from
     torch.testing.assert_close(model.classifier.weight, weight, rtol=1e-3, atol=1e-3)
     with pytest.raises(UsageError, match="--probe-head and --transplant-head"):

@@ -137,9 +137,13 @@ def test_page_in_headless_chromium(server, tmp_path):
             page.wait_for_selector("#predictions .label", timeout=30_000)
             labels = page.locator("#predictions .label").all_text_contents()
             percentages = page.locator("#predictions td:nth-child(2)").all_text_contents()
+            answer = page.text_content("#answer")
+            heat_width = page.eval_on_selector("#heatmap", "img => img.complete ? img.naturalWidth : 0")
             page.screenshot(path=str(tmp_path / "page.png"))
         finally:
             browser.close()
     assert len(labels) == 4 and all(labels)  # 4 classes in the test model: top-5 shows 4
+    assert answer.startswith(labels[0]) and answer.endswith("%)")  # the answer at species level, with its confidence
+    assert heat_width == 64  # where it looked: Grad-CAM over the 64 px view the model saw
     assert all(p.endswith("%") for p in percentages)
     assert abs(sum(float(p[:-1]) for p in percentages) - 100) < 0.5

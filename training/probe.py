@@ -10,6 +10,7 @@ validation or test split), then the probe is refit on all of them.
 import math
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -84,21 +85,34 @@ def stratified_holdout(labels: torch.Tensor, seed: int) -> torch.Tensor:
     return mask
 
 
+@dataclass(frozen=True)
+class Probe:
+    """A fitted probe: its head, its L2 strength, and the probabilities it gave the held-out sixth before the
+    refit (what it had not seen: the run's look-alikes are read from them)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    l2: float
+    held_out: torch.Tensor  # (images, classes) probabilities
+    held_labels: torch.Tensor
+
+
 def fit_probe(
     features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, seed: int, log: Callable[[str], None] = print
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """The probe's `(weight, bias, l2)`: the strength of `L2_GRID` with the best top-1 on a stratified held-out
-    sixth (ties: the stronger), then refit on every image at that strength."""
+) -> Probe:
+    """The probe: the strength of `L2_GRID` with the best top-1 on a stratified held-out sixth (ties: the
+    stronger), then refit on every image at that strength."""
     held = stratified_holdout(labels, seed)
     fit_x, fit_y, held_x, held_y = features[~held], labels[~held], features[held], labels[held]
-    best, solution = (-1.0, math.inf), None
+    best, solution = (-1.0, math.inf, torch.empty(0)), None
     scores = []
     for l2 in L2_GRID:
         solution = fit_logistic(fit_x, fit_y, num_classes, l2, start=solution)
-        right = (F.linear(held_x, *solution).argmax(1) == held_y).float().mean().item()
+        probabilities = F.linear(held_x, *solution).softmax(1)
+        right = (probabilities.argmax(1) == held_y).float().mean().item()
         scores.append(f"{l2:.0e} {right:.3f}")
         if right > best[0]:
-            best = (right, l2)
+            best = (right, l2, probabilities)
     log(f"linear probe: L2 chosen on {len(held_y)} held-out training images: {', '.join(scores)}; {best[1]:.0e}")
     weight, bias = fit_logistic(features, labels, num_classes, best[1])
-    return weight, bias, best[1]
+    return Probe(weight, bias, best[1], best[2], held_y)
