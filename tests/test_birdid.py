@@ -161,6 +161,12 @@ def test_the_gate_travels_in_the_exported_onnx_file(tiny_checkpoint, tiny_synthe
     from_onnx, from_checkpoint = Predictor.load(out).predict(photos), Predictor.load(path).predict(photos)
     for a, b in zip(from_onnx, from_checkpoint):
         assert a["bird"] == b["bird"] and a["no_bird_probability"] == pytest.approx(b["no_bird_probability"], abs=1e-5)
+    import predict
+    from cli import UsageError
+
+    (tmp_path / "p.jpg").write_bytes(jpeg_bytes((90, 70)))
+    with pytest.raises(UsageError, match="--explain: .*gated.onnx is an ONNX file"):
+        predict.main([str(tmp_path / "p.jpg"), "--checkpoint", str(out), "--explain", str(tmp_path / "x")])
 
 
 def test_a_class_s_look_alike_is_the_class_its_photos_are_most_taken_for():
@@ -243,3 +249,21 @@ def test_grad_cam_of_a_pooled_linear_head_is_the_class_weights_on_the_feature_ma
         by_hand = F.interpolate(by_hand, size=(96, 96), mode="bilinear", align_corners=False)[:, 0]
         by_hand = by_hand / by_hand.flatten(1).amax(1).view(-1, 1, 1)
     torch.testing.assert_close(cams, by_hand, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_bird_id_options_are_one_line_naming_the_flag(tiny_checkpoint, tmp_path):
+    from tests.test_hostile import one_line_error, run_cli
+
+    (tmp_path / "photo.jpg").write_bytes(b"not read")
+    (tmp_path / "file").write_text("")
+    result = run_cli(
+        "predict.py",
+        str(tmp_path / "photo.jpg"),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--explain",
+        str(tmp_path / "file"),
+    )
+    assert result.returncode == 2 and "--explain" in one_line_error(result, "predict.py")
+    result = run_cli("train.py", "--answer-threshold", "1.5")
+    assert result.returncode == 2 and "--answer-threshold" in one_line_error(result, "train.py")
