@@ -19,6 +19,7 @@ error (a bad option, no images, an unreadable model file).
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 pictures = predictor.explain([img for _, img in birds], targets) if birds else []
                 for (result, _), picture in zip(birds, pictures):
                     name = explain / f"{start + chunk.index(result):04d}-{Path(result['image']).stem}.jpg"
-                    write_atomically(name, lambda f, picture=picture: picture.save(f, format="JPEG", quality=90))
+                    write_atomically(name, partial(picture.save, format="JPEG", quality=90))
                     result["explained"] = str(name)
         del batch
         if not args.json:

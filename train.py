@@ -35,7 +35,7 @@ from cli import UsageError, run
 from data.cub import CUBFormatError
 from data.loaders import find_data_root
 from data.species_map import species_rows
-from evaluation.metrics import lookalikes
+from evaluation.metrics import lookalikes, lookalikes_of
 from mobilenet import create_model
 from mobilenet.card import ModelCard
 from mobilenet.common import IMAGENET_MEAN, IMAGENET_STD, MobileNetBase
@@ -361,10 +361,13 @@ def evaluate(
     channels_last: bool = False,
     split: str = "test",
     mapped: list[bool] | None = None,
+    confusion: torch.Tensor | None = None,
 ) -> dict:
     """`{split}_loss`, `{split}_top1` and `{split}_top5` over `loader` (each rank its shard, summed over ranks);
     with `mapped` (per class), also `{split}_top1_mapped` / `_unmapped`: the top-1 over the images of the classes
-    that did and did not start from the pretrained head (None where a group has no image)."""
+    that did and did not start from the pretrained head (None where a group has no image). With `confusion`
+    (classes x classes, on the CPU), each image's probabilities are added to its true class's row (this rank's
+    shard)."""
     model.eval()
     loss_sum, top1, top5, count = 0.0, 0.0, 0.0, 0.0
     group = torch.tensor(mapped if mapped is not None else [], dtype=torch.bool, device=device)
@@ -376,6 +379,8 @@ def evaluate(
             images = images.contiguous(memory_format=torch.channels_last)
         logits = model(images).float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        if confusion is not None:
+            confusion.index_add_(0, labels.cpu(), logits.softmax(1).double().cpu())
         ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
         top1 += (ranked[:, 0] == labels).sum().item()
         top5 += (ranked == labels[:, None]).any(1).sum().item()
@@ -399,13 +404,30 @@ def evaluate(
 
 
 def evaluate_run(
-    model: nn.Module, loaders, card: ModelCard, channels_last: bool, device: torch.device, mapped: list[bool] | None
+    model: nn.Module,
+    loaders,
+    card: ModelCard,
+    channels_last: bool,
+    device: torch.device,
+    mapped: list[bool] | None,
+    confusion: torch.Tensor | None = None,
 ) -> dict:
-    """Validation (which decides best.pt) and test (curves only) with the run's test-time inference."""
+    """Validation (which decides best.pt; its summed probabilities by true class into `confusion`) and test
+    (curves only) with the run's test-time inference."""
     evaluated = card.inference.wrap(model)
     row = {}
     if loaders.val is not None:
-        row.update(evaluate(evaluated, loaders.val, device, channels_last=channels_last, split="val", mapped=mapped))
+        row.update(
+            evaluate(
+                evaluated,
+                loaders.val,
+                device,
+                channels_last=channels_last,
+                split="val",
+                mapped=mapped,
+                confusion=confusion,
+            )
+        )
     row.update(evaluate(evaluated, loaders.test, device, channels_last=channels_last, mapped=mapped))
     return row
 
@@ -525,8 +547,15 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[list[dict]], None] |
                 **row,
                 "lr": optimizer.param_groups[0]["lr"],
             }
-            if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-                row.update(evaluate_run(ema.module if ema else model, loaders, card, channels_last, device, mapped))
+            last = epoch + 1 == config.epochs
+            if (epoch + 1) % config.eval_every == 0 or last:
+                # The last epoch's validation photos give the card its look-alikes (one process: its shard is all).
+                k = len(card.class_names)
+                confusion = torch.zeros(k, k, dtype=torch.float64) if last and world == 1 else None
+                evaluated = ema.module if ema else model
+                row.update(evaluate_run(evaluated, loaders, card, channels_last, device, mapped, confusion))
+                if confusion is not None and loaders.val is not None:
+                    state.card = card = dataclasses.replace(card, lookalikes=lookalikes_of(confusion))
             finished, spent = epoch + 1 - state.start_epoch, time.perf_counter() - started
             to_go = config.epochs - state.start_epoch
             left = "" if epoch + 1 == config.epochs else f" | run eta {eta(spent, finished, to_go)}"

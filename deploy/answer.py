@@ -82,7 +82,8 @@ def answer_levels(
         sums = p @ matrix
         best_sum, best = sums.max(1)
         here = undecided & (best_sum >= threshold)
-        truth = torch.tensor([names.index(groups[int(y)]) if groups[int(y)] in names else -1 for y in labels])
+        position = {name: j for j, name in enumerate(names)}
+        truth = torch.tensor([position.get(groups[int(y)] or "", -1) for y in labels])
         level_of[here], right[here] = depth, (best == truth)[here]
         undecided &= ~here
     specific = level_of < len(LEVELS) - 1

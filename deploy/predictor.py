@@ -18,6 +18,7 @@ file's metadata, or the one a `.tflite` import makes. Preprocessing is the card'
 import dataclasses
 import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ def inference_model(
         return card.inference.wrap(fast)
     if card.inference.passes > 1:
         raise ValueError("a gated model answers in one plain pass (the gate reads its pooled features)")
-    return Gated(fast, gate["weight"], gate["bias"], gate["no_bird"]).eval()
+    return Gated(cast(MobileNetBase, fast), gate["weight"], gate["bias"], gate["no_bird"]).eval()
 
 
 def preprocessor(card: ModelCard):
@@ -249,6 +250,7 @@ class Predictor:
         `lookalike`, the species the top one's photos were most taken for in the run's held-out photos (None
         where the card has no look-alikes)."""
         out = torch.from_numpy(self.logits(images)).double()
+        no_bird: torch.Tensor | None
         if self.gated:
             probabilities, no_bird = out[:, :-1].softmax(1), out[:, -1]
         else:

@@ -134,6 +134,11 @@ def lookalikes(probabilities: torch.Tensor, labels: torch.Tensor) -> tuple[int, 
     misclassified); -1 for a class without held-out photos."""
     num_classes = probabilities.shape[1]
     sums = torch.zeros(num_classes, num_classes, dtype=torch.float64).index_add_(0, labels, probabilities.double())
-    sums.fill_diagonal_(-1.0)
-    counts = torch.bincount(labels, minlength=num_classes)
-    return tuple(int(j) if n else -1 for j, n in zip(sums.argmax(1).tolist(), counts.tolist()))
+    return lookalikes_of(sums)
+
+
+def lookalikes_of(sums: torch.Tensor) -> tuple[int, ...]:
+    """`lookalikes` from the summed probabilities (true class, predicted class) of held-out photos; a row sums to
+    the class's photo count, so an empty row is a class without photos (-1)."""
+    others = sums.double().clone().fill_diagonal_(-1.0)
+    return tuple(int(j) if n > 0.5 else -1 for j, n in zip(others.argmax(1).tolist(), sums.sum(1).tolist()))

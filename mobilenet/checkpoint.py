@@ -234,8 +234,9 @@ def schema_problem(state: dict) -> str | None:
             (gate.get(k) for k in ("weight", "bias", "no_bird")) if isinstance(gate, dict) else (None,) * 3
         )
         features = state["model"].get("classifier.weight", torch.empty(0, 0)).shape[-1]
-        shaped = isinstance(weight, torch.Tensor) and weight.ndim == 2 and weight.shape[1] == features
-        if not (shaped and isinstance(bias, torch.Tensor) and bias.shape == weight.shape[:1]):
+        if not (isinstance(weight, torch.Tensor) and weight.ndim == 2 and weight.shape[1] == features) or not (
+            isinstance(bias, torch.Tensor) and bias.shape == weight.shape[:1]
+        ):
             return f"field {GATE_KEY} must hold a head on the model's {features} features (weight, bias)"
         if not isinstance(no_bird, int) or not 0 <= no_bird < weight.shape[0]:
             return f"field {GATE_KEY}.no_bird must index one of its {weight.shape[0]} outputs"

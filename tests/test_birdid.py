@@ -267,3 +267,13 @@ def test_bad_bird_id_options_are_one_line_naming_the_flag(tiny_checkpoint, tmp_p
     assert result.returncode == 2 and "--explain" in one_line_error(result, "predict.py")
     result = run_cli("train.py", "--answer-threshold", "1.5")
     assert result.returncode == 2 and "--answer-threshold" in one_line_error(result, "train.py")
+
+
+def test_a_run_records_each_class_s_look_alike_from_its_validation_photos(tiny_checkpoint):
+    """The tiny run held 10% of its photos out: its last epoch's validation probabilities give each class the
+    other class it was most taken for, stored in the card (and shown by predict and serve)."""
+    from mobilenet import load_checkpoint
+
+    _, card, _ = load_checkpoint(tiny_checkpoint)
+    assert len(card.lookalikes) == 4 and all(j != k for k, j in enumerate(card.lookalikes) if j >= 0)
+    assert any(j >= 0 for j in card.lookalikes)
