@@ -39,6 +39,9 @@ def option(default: Any, help: str, group: str, *, choices: tuple = (), resumabl
     )
 
 
+PROBABILITY: dict[str, Any] = dict(check=lambda v: 0 <= v <= 1, rule="in [0, 1]")  # an option's range check
+
+
 def _fraction(text: str) -> float:
     """A number, or a fraction as docs write it: `0.2`, `1/3`."""
     numerator, slash, denominator = text.partition("/")
@@ -152,9 +155,7 @@ class RunConfig:
     )
     scale_min: float = option(0.35, "smallest random-crop area fraction", "data")
     scale_max: float = option(1.0, "largest random-crop area fraction", "data")
-    hflip: float = option(
-        0.5, "training: horizontal flip probability", "data", check=lambda v: 0 <= v <= 1, rule="in [0, 1]"
-    )
+    hflip: float = option(0.5, "training: horizontal flip probability", "data", **PROBABILITY)
     color_jitter: float = option(
         0.0, "brightness/contrast/saturation jitter strength", "data", check=lambda v: v >= 0, rule=">= 0"
     )
@@ -202,13 +203,7 @@ class RunConfig:
     distill_temperature: float = option(
         4.0, "softmax temperature of the soft targets", "distillation", check=lambda v: v > 0, rule="> 0"
     )
-    distill_weight: float = option(
-        0.9,
-        "weight of the soft-target loss (1: no labels)",
-        "distillation",
-        check=lambda v: 0 <= v <= 1,
-        rule="in [0, 1]",
-    )
+    distill_weight: float = option(0.9, "weight of the soft-target loss (1: no labels)", "distillation", **PROBABILITY)
     # test time (mobilenet/tta.py): how val/test are evaluated, and how evaluate/predict/serve/export apply the model
     test_scale: float = option(
         1.0,
@@ -221,10 +216,9 @@ class RunConfig:
     look_twice: bool = option(False, "second pass on the object cropped from the first pass's features", "test time")
     answer_threshold: float = option(
         0.0,
-        "the probability the species needs, else the answer is its genus, family or order (deploy/answer.py)",
+        "the probability the species needs, else its genus, family or order (deploy/answer.py)",
         "test time",
-        check=lambda v: 0 <= v <= 1,
-        rule="in [0, 1]",
+        **PROBABILITY,
     )
     # schedule
     schedule: str = option("cosine", "learning-rate schedule", "schedule", choices=SCHEDULES)
