@@ -22,6 +22,7 @@ import cli
 from atomicfile import write_atomically
 from bench.harness import REPO, markdown_table, without_paths
 from cli import InputError
+from evaluation.metrics import paired_test
 
 OUT = REPO / "bench" / "studies" / "cub200"
 BIRD = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"
@@ -199,10 +200,16 @@ def run_row(row: Row, data_root: Path, weights: Path, run: Path, out: Path) -> N
     write_atomically(out / f"{row.name}.json", text)
 
 
+PROBE_ROW = "probe-bird"  # what every fine-tuned row is tested against
+
+
 def report(out: Path) -> str:
     """The finished training rows as a markdown table (test top-1 and top-5 of the final model, the start's
     mapped/unmapped split where a head was transplanted, validation where there was one, time and memory)."""
-    header = ["row", "start, recipe, protocol", "test top-1", "top-5", "val top-1", "training", "wall", "peak RSS"]
+    header = ["row", "start, recipe, protocol", "test top-1", "top-5", "val top-1", "vs the probe", "training", "wall"]
+    header.append("peak RSS")
+    probe_file = out / f"{PROBE_ROW}.json"
+    probe_right = json.loads(probe_file.read_text()).get("test_right") if probe_file.is_file() else None
     cells = []
     for row in ROWS:
         path = out / f"{row.name}.json"
@@ -218,11 +225,15 @@ def report(out: Path) -> str:
         if val and start.get("val_top1") is not None:  # the probe's or the transplant's own, before training
             val += f" (start {start['val_top1']:.2%})"
         wall = f"{result['wall_seconds'] / 60:.1f} min" if result["wall_seconds"] else "resumed"
+        versus = ""  # the exact McNemar test on the same test images (RULE.md: the refit against the probe)
+        if probe_right and result.get("test_right") and row.name != PROBE_ROW:
+            paired = paired_test([c == "1" for c in probe_right], [c == "1" for c in result["test_right"]])
+            versus = f"+{paired['gained']} -{paired['lost']}, p = {paired['p']:.2g}"
         cells.append(
-            [f"`{row.name}`", row.what, top1, f"{m['test_top5']:.2%}", val]
+            [f"`{row.name}`", row.what, top1, f"{m['test_top5']:.2%}", val, versus]
             + [f"{result['train_seconds'] / 60:.1f} min", wall, f"{result['peak_rss_mb'] / 1024:.1f} GB"]
         )
-    return markdown_table(header, "llrrrrrr", cells)
+    return markdown_table(header, "llrrrrrrr", cells)
 
 
 def _peak_rss_mb() -> float:
