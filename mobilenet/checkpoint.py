@@ -220,12 +220,12 @@ def schema_problem(state: dict) -> str | None:
         return f"field model_config.activation must be 'ReLU' or 'ReLU6', not {config.get('activation')!r}"
     if config.get("padding", "symmetric") not in ("symmetric", "tf_same"):
         return f"field model_config.padding must be 'symmetric' or 'tf_same', not {config.get('padding')!r}"
+    names = state["card"].get("class_names") if isinstance(state["card"], dict) else None
+    if isinstance(names, list | tuple) and len(names) != classes:  # before the card's own checks: the root cause
+        return f"field card.class_names has {len(names)} names for a {classes}-way classifier"
     problem = card_problem(state["card"])
     if problem:
         return problem
-    names = state["card"]["class_names"]
-    if len(names) != classes:
-        return f"field card.class_names has {len(names)} names for a {classes}-way classifier"
     if not isinstance(state.get("config", {}), dict):
         return f"field config must be a dict, not {type(state['config']).__name__}"
     gate = state.get(GATE_KEY)

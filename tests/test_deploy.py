@@ -164,9 +164,11 @@ def test_predict_text_json_and_directories(checkpoint, tmp_path, tiny_synthetic_
     assert "not an image" in results[2]["error"]
     predict.main([str(second), "--checkpoint", str(checkpoint), "--top-k", "2"])
     lines = capsys.readouterr().out.splitlines()
-    # the image, the answer (the generated birds have no taxonomy and the run no fallback: the species), the top 2
-    assert lines[0] == str(second) and len(lines) == 4 and lines[1].startswith("  answer: ")
-    assert lines[2].strip().endswith(results[0]["top"][0]["label"]) and results[0]["answer"]["level"] == "species"
+    # the image, the answer (the generated birds have no taxonomy and the run no fallback: the species), its
+    # look-alike (from the run's validation photos), the top 2
+    assert lines[0] == str(second) and len(lines) == 5 and lines[1].startswith("  answer: ")
+    assert lines[2] == f"  often confused with: {results[0]['lookalike']}"
+    assert lines[3].strip().endswith(results[0]["top"][0]["label"]) and results[0]["answer"]["level"] == "species"
     assert results[0]["bird"] is None and results[0]["no_bird_probability"] is None  # no gate: not a bird file
 
 

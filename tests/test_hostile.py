@@ -204,7 +204,7 @@ def hostile_checkpoints(tiny_checkpoint):
     yield "card a string", dict(state, card="x"), "card must be a dict"
     yield "one name for 4 outputs", dict(state, card=dict(card, class_names=["only"])), "1 names for a 4-way"
     big = dict(state["model_config"], num_classes=50000)
-    many = dict(card, class_names=["x"] * 50000)
+    many = dict(card, class_names=["x"] * 50000, lookalikes=[])
     yield "num_classes 50000", dict(state, model_config=big, card=many), "classifier of shape"
     yield "NaN mean", dict(state, card=dict(card, mean=[float("nan")] * 3)), "card.mean must be 3 numbers"
     yield "test resolution 0", dict(state, card=dict(card, inference=dict(card["inference"], resolution=0))), "test"
@@ -1079,7 +1079,9 @@ def test_a_broken_or_inconsistent_onnx_model_is_refused_at_load(tiny_checkpoint,
     truncated.write_bytes(good.read_bytes()[:3000])
     cases = {
         truncated: "not a readable ONNX model",
-        variant("fewer.onnx", lambda m: m["card"].update(class_names=m["card"]["class_names"][:-1])): "outputs for",
+        variant("fewer.onnx", lambda m: m["card"].update(class_names=m["card"]["class_names"][:-1], lookalikes=[])): (
+            "outputs for"
+        ),
         variant("size.onnx", lambda m: m["card"]["inference"].update(resolution=96)): "does not run on",
         variant("nomean.onnx", lambda m: m["card"].pop("mean")): "field card.mean",
     }

@@ -67,6 +67,8 @@ class RunState:
         self.start_epoch, self.best_val_top1 = 0, -1.0
         self.rows: list[dict] = []
         self._lock_fd: int | None = None
+        self._extra: dict = {}
+        self._recorded_card: ModelCard | None = None
 
     def start(
         self,
@@ -119,10 +121,16 @@ class RunState:
             refuse_overwrite(self.out / "last.pt", force)
             message = f"writing {self.out}"
         barrier()  # every rank has checked the folder before rank 0 writes into it
-        if self.rank == 0:
-            record = dict(self.config.stored(), card=self.card.to_dict(), **extra)
-            write_atomically(self.out / "config.json", json.dumps(record, indent=2) + "\n")
+        self._extra = extra
+        self._write_record()
         return message
+
+    def _write_record(self) -> None:
+        """`config.json`: the stored run record, the card as it is now, and the model's config."""
+        if self.rank == 0:
+            record = dict(self.config.stored(), card=self.card.to_dict(), **self._extra)
+            write_atomically(self.out / "config.json", json.dumps(record, indent=2) + "\n")
+            self._recorded_card = self.card
 
     def _lock(self) -> None:
         """Hold an exclusive lock on the run folder for this process's life: a second train.py writing the same
@@ -198,6 +206,8 @@ class RunState:
             self.best_val_top1 = float(top1)
         if self.rank != 0:
             return
+        if self.card != self._recorded_card:  # the last epoch gave the card its look-alikes
+            self._write_record()
         self.write_metrics()
         state = make_checkpoint(
             model,
