@@ -9,7 +9,10 @@ Two sources, both data:
   `CUB-Hierarchy/hierarchy_flat.txt`, MIT licence), which also names the 26 species Google's bird file does not
   have; `note` gives the iNaturalist 2017 name where the bird file calls the species otherwise (10 rows).
 - the iNaturalist-birds file's 964 labels, `Scientific name (Common Name)`: the genus is the first word of the
-  scientific name; their families are not in the file and not here (its answers fall back to the genus only).
+  scientific name, its family and order from `data/inat_bird_families.tsv` (one row per genus of the file, 439:
+  the eBird/Clements taxonomy of August 2017, the iNaturalist 2017 competition's year, as published in
+  github.com/CornellLabofOrnithology/auk, `data-raw/eBird_Taxonomy_v2017_18Aug2017.csv`; `note` where the file's
+  genus is not eBird's: Chen, which eBird puts in Anser).
 """
 
 import csv
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TAXONOMY_FILE = Path(__file__).resolve().parent / "cub200_taxonomy.tsv"
+FAMILIES_FILE = Path(__file__).resolve().parent / "inat_bird_families.tsv"
 FIELDS = ("cub_id", "cub_name", "level", "scientific_name", "genus", "family", "order", "note")
 LEVELS = ("species", "genus", "family")  # the answer's levels, finest first
 
@@ -63,7 +67,17 @@ def inat_taxon(label: str) -> Taxon | None:
     `data.species_map.common_name_first` writes it for people); None for a label without one (its background)."""
     head, _, rest = label.partition(" (")
     scientific = next((name for name in (head, rest.removesuffix(")")) if _is_scientific(name)), None)
-    return Taxon(scientific, scientific.split()[0]) if scientific else None
+    if scientific is None:
+        return None
+    genus = scientific.split()[0]
+    family, order = inat_families().get(genus, (None, None))
+    return Taxon(scientific, genus, family, order)
+
+
+def inat_families() -> dict[str, tuple[str, str]]:
+    """Genus -> (family, order) for the bird file's genera (`FAMILIES_FILE`)."""
+    rows = csv.DictReader(FAMILIES_FILE.read_text(encoding="utf-8").splitlines(), delimiter="\t")
+    return {row["genus"]: (row["family"], row["order"]) for row in rows}
 
 
 def taxa_of(class_names: list[str]) -> list[Taxon | None]:

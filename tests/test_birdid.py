@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data.species_map import MAP_FILE
-from data.taxonomy import TAXONOMY_FILE, Taxon, cub_taxa, inat_taxon, taxa_of
+from data.taxonomy import TAXONOMY_FILE, Taxon, cub_taxa, inat_families, inat_taxon, taxa_of
 from deploy.answer import Answer, answer, answer_levels, choose_threshold
 from evaluation.metrics import auroc, lookalikes
 from tests.conftest import requires_deploy
@@ -43,8 +43,9 @@ def test_the_cub_taxonomy_covers_every_class_and_nests():
 
 
 def test_inat_labels_give_their_genus_in_either_order_and_for_hybrids():
-    assert inat_taxon("Haemorhous cassinii (Cassin's Finch)") == Taxon("Haemorhous cassinii", "Haemorhous")
-    assert inat_taxon("Cassin's Finch (Haemorhous cassinii)") == Taxon("Haemorhous cassinii", "Haemorhous")
+    finch = Taxon("Haemorhous cassinii", "Haemorhous", "Fringillidae", "Passeriformes")
+    assert inat_taxon("Haemorhous cassinii (Cassin's Finch)") == finch
+    assert inat_taxon("Cassin's Finch (Haemorhous cassinii)") == finch
     assert inat_taxon("Black-and-white Warbler (Mniotilta varia)").genus == "Mniotilta"
     assert inat_taxon("Larus glaucescens \\xd7 occidentalis (Olympic Gull)").genus == "Larus"
     assert inat_taxon("background") is None and inat_taxon("no bird (the model's background output)") is None
@@ -277,3 +278,17 @@ def test_a_run_records_each_class_s_look_alike_from_its_validation_photos(tiny_c
     _, card, _ = load_checkpoint(tiny_checkpoint)
     assert len(card.lookalikes) == 4 and all(j != k for k, j in enumerate(card.lookalikes) if j >= 0)
     assert any(j >= 0 for j in card.lookalikes)
+
+
+def test_every_genus_of_the_bird_file_has_one_family_and_agrees_with_cub_s_where_both_name_it():
+    """The 439 genera of the bird file's labels, each with one family and order (eBird 2017); where a genus is
+    also one of CUB's (Barz and Denzler's Wikispecies hierarchy, an independent source), both put it in the
+    same family."""
+    families = inat_families()
+    labels = [row["inat_labels"] for row in csv.DictReader(MAP_FILE.read_text().splitlines(), delimiter="\t")]
+    genera = {inat_taxon(label).genus for line in labels if line for label in line.split(" | ")}
+    assert genera <= set(families) and len(families) == 439
+    assert all(f.endswith("idae") and o.endswith("formes") for f, o in families.values())
+    cub = {t.genus: t.family for t in cub_taxa().values()}
+    differ = {g: (cub[g], families[g][0]) for g in cub if g in families and cub[g] != families[g][0]}
+    assert differ == {}, differ
