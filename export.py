@@ -25,6 +25,7 @@ from deploy.requirements import require
 from mobilenet import load_checkpoint
 from mobilenet.card import ModelCard
 from mobilenet.checkpoint import refuse_overwrite
+from mobilenet.gate import gate_in_use
 from training.config import RunConfig
 
 SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
     require(*DEPENDENCIES[args.format], purpose=f"export.py --format {args.format}")
     model, card, info = load_checkpoint(args.checkpoint)
-    gate = info.get("gate") if card.gate_threshold is not None else None
+    gate = gate_in_use(card.gate_threshold, info)
     metadata = export_metadata(card, info["model_config"], gated=gate is not None)
     metadata["source_checkpoint"] = Path(args.checkpoint).name  # the file, not this machine's folders
     exported = inference_model(model, card, channels_last=False, gate=gate)

@@ -28,7 +28,7 @@ from cli import run
 from data.cub import CUB200, load_rgb, pil_to_tensor
 from data.species_map import output_rows
 from data.taxonomy import taxa_of
-from deploy.answer import LEVELS, answer_levels, choose_threshold
+from deploy.answer import LEVELS, answer_levels, choose_threshold, group_levels
 from deploy.images import find_images
 from evaluation.metrics import auroc
 from mobilenet.pretrained import load_pretrained
@@ -164,12 +164,12 @@ def main(argv: list[str] | None = None) -> dict:
     is_held = torch.tensor([s.path in held_paths for s in train.samples])
     fitted = fit_probe(train_x[~is_held], train_y[~is_held], len(train.class_names), seed=SEED)
     fit_w, fit_b = fitted.weight, fitted.bias
-    taxa = taxa_of(list(train.class_names))
+    levels = group_levels(taxa_of(list(train.class_names)))
     val_probabilities = F.linear(train_x[is_held], fit_w, fit_b).softmax(1)
-    chosen, val_summary = choose_threshold(val_probabilities, train_y[is_held], taxa, target=TARGET_RIGHT)
+    chosen, val_summary = choose_threshold(val_probabilities, train_y[is_held], levels, target=TARGET_RIGHT)
     # ... and the probe of every training photo reports it on the test split.
     test_probabilities = F.linear(test_x, weight, bias).softmax(1)
-    test_levels = answer_levels(test_probabilities, test_y, taxa, chosen)
+    test_levels = answer_levels(test_probabilities, test_y, levels, chosen)
     # The bird file's own answers: on the CUB photos of the species it has (one output each), its confidence
     # chosen on the same held-out sixth, reported on their test photos; genus from its scientific names.
     rows = output_rows(list(train.class_names), list(card.class_names))
@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
         return outputs[split][1][keep].softmax(1), output_of[labels[keep]]
 
     inat_val = inat_photos("cub_train", is_held)
-    inat_chosen, inat_val_summary = choose_threshold(*inat_val, inat_taxa, target=TARGET_RIGHT)
+    inat_levels = group_levels(inat_taxa)
+    inat_chosen, inat_val_summary = choose_threshold(*inat_val, inat_levels, target=TARGET_RIGHT)
     inat_test = inat_photos("cub_test")
     result = {
         "command": "python -m bench.birdid --data-root DIR/CUB_200_2011 --caltech ../shared/data/caltech101",
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         "inat_species": int(one.sum()),
         "inat_fallback_threshold": inat_chosen,
         "inat_fallback_validation": inat_val_summary,
-        "inat_fallback_test": answer_levels(*inat_test, inat_taxa, inat_chosen),
+        "inat_fallback_test": answer_levels(*inat_test, inat_levels, inat_chosen),
         "inat_test_photos": int(len(inat_test[1])),
         "inat_test_top1": float((inat_test[0].argmax(1) == inat_test[1]).double().mean()),
     }

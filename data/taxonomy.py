@@ -62,15 +62,16 @@ def _is_scientific(name: str) -> bool:
     )
 
 
-def inat_taxon(label: str) -> Taxon | None:
+def inat_taxon(label: str, families: dict[str, tuple[str, str]] | None = None) -> Taxon | None:
     """The taxon of an iNaturalist-birds label, `Scientific name (Common Name)` (or the other way round, as
-    `data.species_map.common_name_first` writes it for people); None for a label without one (its background)."""
+    `data.species_map.common_name_first` writes it for people), its family and order from `families` (default:
+    `inat_families()`, read here); None for a label without one (its background)."""
     head, _, rest = label.partition(" (")
     scientific = next((name for name in (head, rest.removesuffix(")")) if _is_scientific(name)), None)
     if scientific is None:
         return None
     genus = scientific.split()[0]
-    family, order = inat_families().get(genus, (None, None))
+    family, order = (inat_families() if families is None else families).get(genus, (None, None))
     return Taxon(scientific, genus, family, order)
 
 
@@ -83,5 +84,5 @@ def inat_families() -> dict[str, tuple[str, str]]:
 def taxa_of(class_names: list[str]) -> list[Taxon | None]:
     """Each class's taxon: CUB's classes from the committed file, iNaturalist labels from their scientific
     names, None for a class neither names (a class of the generated birds, the background output)."""
-    cub = cub_taxa()
-    return [cub.get(name) or inat_taxon(name) for name in class_names]
+    cub, families = cub_taxa(), inat_families()  # each file read once
+    return [cub.get(name) or inat_taxon(name, families) for name in class_names]

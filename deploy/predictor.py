@@ -26,14 +26,14 @@ from PIL import Image
 
 from data.cub import pil_to_tensor
 from data.taxonomy import taxa_of
-from deploy.answer import answer
+from deploy.answer import answer, group_levels
 from deploy.requirements import require
 from evaluation.gradcam import grad_cam
 from mobilenet import load_checkpoint, optimize_for_inference
 from mobilenet.card import ModelCard, legacy_card
 from mobilenet.checkpoint import CheckpointError
 from mobilenet.common import MobileNetBase
-from mobilenet.gate import Gated
+from mobilenet.gate import Gated, gate_in_use
 from mobilenet.preprocess import CENTRE_CROP_FRACTION
 from mobilenet.pretrained import NAMED_STARTS, load_pretrained
 
@@ -114,7 +114,7 @@ class Predictor:
         # The bird file's own "background" output is its gate; it is never answered as a species.
         self.no_bird_output = self.class_names.index(NO_BIRD) if NO_BIRD in self.class_names else None
         self.species = sum(name != NO_BIRD for name in self.class_names)  # what the page counts
-        self.taxa = taxa_of(self.class_names)
+        self.levels = group_levels(taxa_of(self.class_names))  # genus, family, order: for `answer`
         self._model = model  # the PyTorch model, for `explain` (None for an ONNX file)
         self.source = source
         # What the service shows: the model, not the server's paths.
@@ -134,7 +134,7 @@ class Predictor:
         if path.suffix == ".tflite":
             return cls._load_published(str(path))
         model, card, info = load_checkpoint(path)
-        gate = info.get("gate") if card.gate_threshold is not None else None
+        gate = gate_in_use(card.gate_threshold, info)
         fast = inference_model(model, card, channels_last=True, gate=gate)
 
         def run(x: np.ndarray) -> np.ndarray:
@@ -221,9 +221,8 @@ class Predictor:
         plain pass, laid over the view the model saw, as RGB pictures of the test resolution."""
         from matplotlib import colormaps
 
-        model = self._model.model if isinstance(self._model, Gated) else self._model
         x = torch.from_numpy(np.stack([self.preprocess(img) for img in images]))
-        inner = getattr(model, "model", model)  # a LookTwice wrapper: the network inside
+        inner = getattr(self._model, "model", self._model)  # inside a Gated or LookTwice wrapper: the network
         with torch.enable_grad():
             cams, _ = grad_cam(inner, x, torch.tensor(targets))
         mean, std = torch.tensor(self.card.mean).view(3, 1, 1), torch.tensor(self.card.std).view(3, 1, 1)
@@ -264,7 +263,7 @@ class Predictor:
         results = []
         for n, (ps, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
             bird = None if no_bird is None or threshold is None else bool(no_bird[n] < threshold)
-            answered = answer(probabilities[n], self.class_names, self.taxa, self.card.answer_threshold)
+            answered = answer(probabilities[n], self.class_names, self.levels, self.card.answer_threshold)
             results.append(
                 {
                     "bird": bird,

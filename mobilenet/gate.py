@@ -50,6 +50,12 @@ def gate_of(head: nn.Module, labels: tuple[str, ...]) -> dict | None:
     }
 
 
+def gate_in_use(card_gate_threshold: float | None, info: dict) -> dict | None:
+    """The gate a loaded checkpoint answers with (`load_checkpoint`'s info): its stored head, where its card
+    holds the threshold chosen for it; None otherwise."""
+    return info.get(GATE_KEY) if card_gate_threshold is not None else None
+
+
 def gate_threshold(no_bird: torch.Tensor) -> float:
     """The no-bird probability from which a photo is "no bird": the one that keeps GATE_KEPT of these bird
     photos' probabilities below it."""
