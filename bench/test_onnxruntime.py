@@ -16,7 +16,7 @@ import torch
 
 from bench.conftest import verdict
 from bench.test_fast_path import matmul_macs_per_second
-from evaluation.timing import interleaved
+from evaluation.timing import interleaved, kind_of_weight, ms_by_layer_kind
 from mobilenet import create_model, optimize_for_inference
 from mobilenet.flops import count_macs
 
@@ -34,38 +34,6 @@ def fine_tuned_shape():
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 2.0)
     return model
-
-
-def kind_of_weight(shape: list[int]) -> str:
-    """The layer kind of a convolution from its weight's shape (out, in / groups, k, k)."""
-    out_channels, per_group, k = shape[0], shape[1], shape[-1]
-    if per_group == 1 and out_channels > 1 and k > 1:
-        return "depthwise"
-    return "pointwise 1x1" if k == 1 else "full conv"
-
-
-def ours_ms_by_kind(model, x: torch.Tensor, calls: int = 3) -> dict[str, float]:
-    """Milliseconds per call of each layer kind in our fast path (torch.profiler, self time of the leaf ops): the
-    ReLU6 after a convolution (a separate `clamp` here) is counted with it, as onnxruntime fuses it."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        for _ in range(calls):
-            model(x)
-    totals: dict[str, float] = {}
-    last = "other"
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        if event.name == "aten::mkldnn_convolution" or event.name == "aten::_slow_conv2d_forward":
-            last = kind_of_weight(event.input_shapes[1])
-            kind = last
-        elif event.name == "aten::clamp":
-            kind = last
-        elif event.name in ("aten::add", "aten::mean", "aten::addmm", "aten::linear", "aten::sum"):
-            kind = "other"
-        else:
-            continue
-        totals[kind] = totals.get(kind, 0.0) + event.self_cpu_time_total / 1000 / calls
-    return totals
 
 
 def session_options(profile_prefix: Path | None = None) -> "ort.SessionOptions":
@@ -121,7 +89,7 @@ def test_fast_path_against_onnxruntime(benchmark, record, fine_tuned_shape, batc
         )
     theirs = session.run(None, {"images": images})[0]
     # Where the difference lies: each runtime's own profiler, by layer kind (profiled apart from the timing)
-    ours_kinds = ours_ms_by_kind(fast, x)
+    ours_kinds = ms_by_layer_kind(fast, x)
     theirs_kinds = onnxruntime_ms_by_kind(tmp_path / "m.onnx", {"images": images})
     macs, _ = count_macs(fine_tuned_shape, 224)
     rate = matmul_macs_per_second()

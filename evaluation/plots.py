@@ -32,6 +32,12 @@ def _short(name: str, length: int = 22) -> str:
     return name if len(name) <= length else name[: length - 1] + "…"
 
 
+def _wrapped(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) for line in text.splitlines()) or text
+
+
 def plot_confusion(confusion: list[list[int]], class_names: list[str], path, max_labelled: int = 30) -> Path:
     """Row-normalised confusion matrix in class order (CUB's order keeps related species together).
 
@@ -85,18 +91,25 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], path, max
 
 
 def plot_per_class_accuracy(per_class: list[dict], path, named: int = 15) -> Path:
-    """Sorted per-class accuracy bars; the `named` worst classes are labelled."""
+    """Sorted per-class accuracy bars, worst first, each named with its test images when there are at most 40
+    classes; with more, the `named` worst are named (and drawn in red)."""
     rows = sorted((r for r in per_class if r["count"]), key=lambda r: r["accuracy"])
+    every = len(rows) <= 40
+    named = len(rows) if every else min(named, len(rows))
     fig, ax = _subplots(figsize=(10, 7))
     accuracies = [r["accuracy"] for r in rows]
-    colours = ["tab:red" if i < named else "tab:blue" for i in range(len(rows))]
+    colours = ["tab:blue" if every or i >= named else "tab:red" for i in range(len(rows))]
     ax.barh(range(len(rows)), accuracies, color=colours)
-    ax.set_yticks(
-        range(min(named, len(rows))), [f"{_short(r['class'], 28)} ({r['count']})" for r in rows[:named]], fontsize=7
+    ax.set_yticks(range(named), [f"{_short(r['class'], 28)} ({r['count']})" for r in rows[:named]], fontsize=8)
+    ax.axvline(
+        float(np.mean(accuracies)), color="black", linestyle=":", label=f"mean per class ({np.mean(accuracies):.3f})"
     )
+    if not every:
+        ax.barh([0], [0], color="tab:red", label=f"the {named} worst, named")
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_xlim(0, 1)
-    ax.set_xlabel("accuracy")
-    ax.set_title(f"per-class accuracy, worst {min(named, len(rows))} named (mean {np.mean(accuracies):.3f})")
+    ax.set_xlabel("test accuracy of the class (its test images in brackets)")
+    ax.set_title(f"per-class accuracy, {len(rows)} classes, worst first")
     ax.invert_yaxis()
     fig.subplots_adjust(left=0.3, right=0.97, top=0.93, bottom=0.08)
     return _save(fig, path)
@@ -114,8 +127,23 @@ def plot_reliability(bins: list[dict], ece: float, path) -> Path:
     # (green) where it is under-confident.
     over = [max(g, 0) for g in gap]
     under = [min(g, 0) for g in gap]
-    ax.bar(centres, over, bottom=accuracy, width=width * 0.95, color="tab:red", alpha=0.35, label="over-confident")
-    ax.bar(centres, under, bottom=accuracy, width=width * 0.95, color="tab:green", alpha=0.35, label="under-confident")
+    # Opaque colours: the legend's patches then look exactly like the bars they name.
+    ax.bar(
+        centres,
+        over,
+        bottom=accuracy,
+        width=width * 0.95,
+        color="lightcoral",
+        label="over-confident: gap to confidence",
+    )
+    ax.bar(
+        centres,
+        under,
+        bottom=accuracy,
+        width=width * 0.95,
+        color="lightgreen",
+        label="under-confident: gap to confidence",
+    )
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
@@ -162,10 +190,12 @@ def plot_confused_pairs(pairs: list[dict], path) -> Path:
     return _save(fig, path)
 
 
-def plot_training_curves(rows: list[dict], path, lr_per_step: Sequence[float] | None = None) -> Path:
+def plot_training_curves(
+    rows: list[dict], path, lr_per_step: Sequence[float] | None = None, *, title: str | None = None
+) -> Path:
     """Loss and top-1 per epoch from a run's metrics.jsonl; the learning rate of every step when
     `lr_per_step` is given (`RunConfig.lr_per_step`: warm-up and decay as the optimizer saw them), with the
-    end-of-epoch values the run recorded as dots."""
+    end-of-epoch values the run recorded as dots; `title` names the run (its data and model)."""
     epochs = [r["epoch"] for r in rows]
     fig, (loss, acc, lr) = _subplots(1, 3, figsize=(15, 4.5))
     loss.plot(epochs, [r["train_loss"] for r in rows], marker=".", label="train")
@@ -194,22 +224,24 @@ def plot_training_curves(rows: list[dict], path, lr_per_step: Sequence[float] | 
     loss.legend()
     acc.legend(loc="lower right", fontsize=8)
     lr.legend(fontsize=8)
-    fig.subplots_adjust(left=0.05, right=0.98, top=0.9, bottom=0.12, wspace=0.25)
+    if title:
+        fig.suptitle(title)
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.84 if title else 0.9, bottom=0.12, wspace=0.25)
     return _save(fig, path)
 
 
 def plot_gradcam(images: list[np.ndarray], cams: list[np.ndarray], captions: list[str], path, columns: int = 4) -> Path:
     """Each image with its Grad-CAM heat map laid over it."""
     rows = max(1, math.ceil(len(images) / columns))
-    fig, axes = _subplots(rows, columns, figsize=(3 * columns, 3.3 * rows), squeeze=False)
+    fig, axes = _subplots(rows, columns, figsize=(3 * columns, 3.6 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, cam, caption in zip(axes.flat, images, cams, captions):
         ax.imshow(image)
         ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        ax.set_title(caption, fontsize=7)
+        ax.set_title(_wrapped(caption, 30), fontsize=11)
     fig.suptitle("Grad-CAM on the last convolution: where the model looks")
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.9 if rows > 1 else 0.8, bottom=0.02, hspace=0.35)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.86 if rows > 1 else 0.72, bottom=0.02, hspace=0.4)
     return _save(fig, path)
 
 
@@ -235,8 +267,9 @@ def plot_pareto(rows: list[dict], x_key: str, x_label: str, path, *, chance: flo
         )
         front = pareto_front([(r[x_key], r["top1"]) for r in sub])
         ax.step([c for c, _ in front], [a for _, a in front], where="post", color=dots.get_facecolor()[0], alpha=0.6)
-        for r in sub:
-            ax.annotate(r["label"], (r[x_key], r["top1"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        for k, r in enumerate(sorted(sub, key=lambda r: r["top1"])):  # neighbours alternate above and below
+            offset = (6, 6) if k % 2 else (6, -12)
+            ax.annotate(r["label"], (r[x_key], r["top1"]), textcoords="offset points", xytext=offset, fontsize=8)
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", label=f"chance ({chance:.0%})")
     ax.set_ylim(0, 1)
@@ -253,11 +286,22 @@ def jpeg_bytes(fig: Figure, *, dpi: int = 72, quality: int = 85) -> bytes:
     """A figure of photographs as JPEG: as PNG, photographs make a notebook megabytes."""
     import io
 
-    from PIL import Image
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     buffer.seek(0)
+    return picture_jpeg_bytes(buffer, quality=quality)
+
+
+def picture_jpeg_bytes(picture, *, width: int | None = None, quality: int = 85) -> bytes:
+    """A picture file (a path or a binary file object, e.g. one of `evaluate.py`'s PNGs of photographs) as JPEG,
+    shrunk to `width` pixels when it is wider."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(picture).convert("RGB")
+    if width is not None and image.width > width:
+        image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
     out = io.BytesIO()
-    Image.open(buffer).convert("RGB").save(out, "JPEG", quality=quality)
+    image.save(out, "JPEG", quality=quality)
     return out.getvalue()

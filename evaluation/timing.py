@@ -1,5 +1,6 @@
 """Timing: the median of timed rounds after warm-up (`median_seconds`), and contenders timed against each
-other in alternating rounds (`interleaved`), which is how every comparison in `bench/` is measured.
+other in alternating rounds (`interleaved`), which is how every comparison in `bench/` is measured, and
+where a forward pass spends its time by layer kind (`ms_by_layer_kind`, from torch.profiler).
 
 The median rather than the mean, so that a stray scheduling hiccup on a shared machine does not move the
 figure; `fn` is called `warmup` times first (caches, oneDNN primitive creation, compilation).
@@ -61,3 +62,36 @@ def interleaved(contenders: dict[str, Callable[[], object]], rounds: int = 5, *,
         median = sorted(values)[len(values) // 2]
         result[name] = Timing(median, (max(values) - min(values)) / median, values)
     return result
+
+
+def kind_of_weight(shape: list[int]) -> str:
+    """The layer kind of a convolution from its weight's shape (out, in / groups, k, k)."""
+    out_channels, per_group, k = shape[0], shape[1], shape[-1]
+    if per_group == 1 and out_channels > 1 and k > 1:
+        return "depthwise"
+    return "pointwise 1x1" if k == 1 else "full conv"
+
+
+def ms_by_layer_kind(model: torch.nn.Module, x: torch.Tensor, calls: int = 3) -> dict[str, float]:
+    """Milliseconds per call of `model(x)` spent in each layer kind (torch.profiler, self time of the leaf ops;
+    no hooks, which would add their own time): the ReLU6 after a convolution (a separate `clamp`) is counted
+    with it, as onnxruntime fuses it; additions, pooling and the classifier are "other"."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(calls):
+            model(x)
+    totals: dict[str, float] = {}
+    last = "other"
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        if event.name == "aten::mkldnn_convolution" or event.name == "aten::_slow_conv2d_forward":
+            last = kind_of_weight(event.input_shapes[1])
+            kind = last
+        elif event.name == "aten::clamp":
+            kind = last
+        elif event.name in ("aten::add", "aten::mean", "aten::addmm", "aten::linear", "aten::sum"):
+            kind = "other"
+        else:
+            continue
+        totals[kind] = totals.get(kind, 0.0) + event.self_cpu_time_total / 1000 / calls
+    return totals

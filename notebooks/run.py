@@ -45,7 +45,12 @@ def notebook_paths(names: list[str] | None = None) -> list[Path]:
 
 
 # Log lines that say something about this session, not about the lesson: left out of saved outputs.
-SESSION_NOISE = ("allocator: glibc malloc", "is stale (its source changed): rebuilding", "building packed cache")
+SESSION_NOISE = (
+    "allocator: glibc malloc",
+    "is stale (its source changed): rebuilding",
+    "building packed cache",
+    "SyncActivityProfilerHandler",  # torch.profiler's start and stop lines
+)
 
 
 def without_session_noise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
