@@ -273,6 +273,7 @@ def plot_pareto(rows: list[dict], x_key: str, x_label: str, path, *, chance: flo
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", label=f"chance ({chance:.0%})")
     ax.set_ylim(0, 1)
+    ax.margins(x=0.15)  # room for the labels right of the last points
     ax.set_xlabel(x_label)
     ax.set_ylabel("test top-1")
     ax.grid(alpha=0.3)

@@ -70,6 +70,29 @@ def without_session_noise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
+def compact_pictures(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """`nb` with every PNG output re-encoded with a 256-colour palette when that is smaller: plots have few
+    colours, and the committed notebooks must stay under 1 MB (photos are shown as JPEG already)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "image/png" not in data:
+                continue
+            original = base64.b64decode(data["image/png"])
+            picture = Image.open(io.BytesIO(original))
+            palette = picture.convert("RGBA").quantize(256, method=Image.Quantize.FASTOCTREE)
+            buffer = io.BytesIO()
+            palette.save(buffer, "PNG", optimize=True)
+            if buffer.tell() < len(original):
+                data["image/png"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return nb
+
+
 def execute(path: Path, *, out: Path | None = None, timeout: int = CELL_TIMEOUT_S) -> float:
     """Run every cell of `path` in a fresh python3 kernel; write the executed notebook to `out` (default: in place)."""
     nb = nbformat.read(path, as_version=4)
@@ -84,7 +107,7 @@ def execute(path: Path, *, out: Path | None = None, timeout: int = CELL_TIMEOUT_
         finally:
             if kernel.has_kernel:
                 kernel.shutdown_kernel(now=True)
-    nbformat.write(without_session_noise(nb), out or path)
+    nbformat.write(compact_pictures(without_session_noise(nb)), out or path)
     return time.perf_counter() - start
 
 
