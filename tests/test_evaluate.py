@@ -20,7 +20,7 @@ PICTURES = {  # file: (width, height) = figure inches x 100 DPI
     "reliability.png": (600, 700),
     "misclassified.png": (1200, 330 * 3),
     "training_curves.png": (1500, 450),
-    "gradcam.png": (1200, 660),
+    "gradcam.png": (1200, 360 * 2),  # two rows of 3.6 in: room for two-line captions at 11 pt
 }
 
 
