@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 DPI = 100
@@ -104,9 +105,10 @@ def plot_per_class_accuracy(per_class: list[dict], path, named: int = 15) -> Pat
     ax.axvline(
         float(np.mean(accuracies)), color="black", linestyle=":", label=f"mean per class ({np.mean(accuracies):.3f})"
     )
+    handles, _ = ax.get_legend_handles_labels()
     if not every:
-        ax.barh([0], [0], color="tab:red", label=f"the {named} worst, named")
-    ax.legend(loc="lower right", fontsize=8)
+        handles.append(Patch(color="tab:red", label=f"the {named} worst, named"))
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("test accuracy of the class (its test images in brackets)")
     ax.set_title(f"per-class accuracy, {len(rows)} classes, worst first")

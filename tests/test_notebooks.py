@@ -50,10 +50,10 @@ REFERENCE = re.compile(r"(?:sections?|tables?|equations?|figures?|v)\s*$", re.IG
 
 
 def figures_not_printed(nb: nbformat.NotebookNode) -> list[tuple[int, str]]:
-    """(cell, figure) for each figure a markdown cell states that no code cell of the notebook prints or writes (a
-    percentage may be printed without its sign, as in a table's "%" column):
-    prose that quotes a measurement must quote the notebook's own output (literature figures are printed beside
-    the measurement, or kept as constants in the code that compares with them)."""
+    """(cell, figure) for each figure a markdown cell states that no code cell of the notebook prints or writes:
+    prose that quotes a measurement must quote the notebook's own output (a percentage may be printed without its
+    sign, as in a table's "%" column; literature figures are printed beside the measurement, or kept as constants
+    in the code that compares with them)."""
     shown = []
     for cell in nb.cells:
         if cell.cell_type == "code":
