@@ -12,6 +12,11 @@ One pass of Google's iNaturalist-birds V2 over every photo gives both models' ou
 Then the test split (5,794), Caltech's 298 bird photos and its non-bird photos (none used for choosing) report
 them, with the probe refitted on all 5,994 training photos, as `python train.py --probe-head --epochs 0` does.
 Writes `OUT/birdid.json` and `OUT/birdid.md`.
+
+`--imagenet FILE` (an ImageNet classifier, e.g. Google's V1 0.5/160; repeatable) adds gate candidates that a
+second network would give, and its latency beside the bird file: its summed probability of ImageNet's bird classes, alone and added to the bird file's (as log-odds),
+each at two operating points: 98% of the CUB training photos kept, and 1% of held-out non-bird classes let
+through (two folds of Caltech's non-bird classes: each fold's threshold is reported on the other fold).
 """
 
 import argparse
@@ -24,17 +29,21 @@ import torch
 import torch.nn.functional as F
 
 from atomicfile import write_atomically
-from cli import run
+from cli import InputError, run
 from data.cub import CUB200, load_rgb, pil_to_tensor
 from data.species_map import output_rows
 from data.taxonomy import taxa_of
 from deploy.answer import LEVELS, answer_levels, choose_threshold, group_levels
 from deploy.images import find_images
 from evaluation.metrics import auroc
+from evaluation.timing import interleaved
+from mobilenet import optimize_for_inference
+from mobilenet.gate import IMAGENET_BIRDS
 from mobilenet.pretrained import load_pretrained
 from training.probe import fit_probe
 
 BIRDS_KEPT = 0.98  # the gate's operating point: the share of bird photos it must keep
+NON_BIRDS_THROUGH = 0.01  # the other operating point the candidates report: held-out non-birds let through
 TARGET_RIGHT = 0.97  # the fallback's: answers right at their level
 VAL_FRACTION, SEED = 0.1667, 0  # the full-set rule's validation sixth (bench/studies/cub200/RULE.md)
 
@@ -62,6 +71,59 @@ def features_and_logits(model, dataset, *, workers: int) -> tuple[torch.Tensor, 
         pooled.append(features.flatten(1))
         logits.append(model.classifier(pooled[-1]))
     return torch.cat(pooled), torch.cat(logits)
+
+
+def imagenet_no_bird(file: str, data_root: str, caltech: Path, cache: Path, *, workers: int) -> dict[str, np.ndarray]:
+    """1 - the summed probability of ImageNet's bird classes (`IMAGENET_BIRDS`) under an ImageNet classifier, for
+    the four photo sets in `main`'s order, each photo under the classifier's own test view; its logits are kept
+    beside `cache`."""
+    kept = cache.with_name(f"imagenet_{Path(file).name}.pt")
+    if kept.is_file():
+        logits = torch.load(kept, weights_only=True)
+    else:
+        model, card = load_pretrained(file)
+        if len(card.class_names) != 1000:
+            raise InputError(f"--imagenet {file}: not an ImageNet-1k classifier ({len(card.class_names)} outputs)")
+        model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        view = card.transform()
+        sets = {
+            "cub_train": CUB200(data_root, "train", view),
+            "cub_test": CUB200(data_root, "test", view),
+            "caltech_birds": Photos(find_images([caltech / "birds"])[0], view),
+            "caltech_non_birds": Photos(find_images([caltech / "non-birds"])[0], view),
+        }
+        with torch.no_grad():
+            logits = {
+                name: torch.cat(
+                    [model(x) for x, _ in torch.utils.data.DataLoader(photos, batch_size=64, num_workers=workers)]
+                )
+                for name, photos in sets.items()
+            }
+        write_atomically(kept, lambda f: torch.save(logits, f))
+    return {name: 1 - v.softmax(1)[:, list(IMAGENET_BIRDS)].sum(1).numpy() for name, v in logits.items()}
+
+
+def second_network_latency(model: torch.nn.Module, file: str, resolution: int) -> dict:
+    """Batch-1 latency of `model` alone and with the ImageNet classifier `file` beside it (on the photo resized
+    to the classifier's resolution), interleaved, both on the serving fast path (BN folded, channels_last)."""
+    second, card = load_pretrained(file)
+    plain = optimize_for_inference(model.eval(), channels_last=True)
+    beside = optimize_for_inference(second.eval(), channels_last=True)
+    size = card.inference.resolution
+    x = torch.randn(1, 3, resolution, resolution).contiguous(memory_format=torch.channels_last)
+
+    def both() -> None:
+        plain(x)
+        beside(F.interpolate(x, size=(size, size), mode="bilinear", antialias=True))
+
+    with torch.inference_mode():
+        t = interleaved({"plain": lambda: plain(x), "both": both}, rounds=15, warmup=3)
+    return {
+        "plain_ms": 1000 * t["plain"].median,
+        "with_second_network_ms": 1000 * t["both"].median,
+        "ratio": t["both"].median / t["plain"].median,
+        "spread": [t["plain"].spread, t["both"].spread],
+    }
 
 
 def gate_report(background: dict[str, np.ndarray], threshold: float, caltech_classes: list[str]) -> dict:
@@ -92,6 +154,37 @@ def gate_report(background: dict[str, np.ndarray], threshold: float, caltech_cla
     }
 
 
+def log_odds(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def gate_candidate(no_bird: dict[str, np.ndarray], caltech_classes: list[str]) -> dict:
+    """One candidate score (higher: less likely a bird) at both operating points, and its ROC point at 98% of
+    the bird photos kept. The non-bird threshold is cross-fitted: Caltech's non-bird classes in two folds
+    (alternate classes by name), each fold's 1% quantile reported on the other fold."""
+    birds = np.concatenate([no_bird["cub_test"], no_bird["caltech_birds"]])
+    non_birds = no_bird["caltech_non_birds"]
+    on_train = float(np.quantile(no_bird["cub_train"], BIRDS_KEPT))
+    fold_of = {name: i % 2 for i, name in enumerate(sorted(set(caltech_classes)))}
+    fold = np.array([fold_of[name] for name in caltech_classes])
+    kept, through = [], []
+    for f in (0, 1):
+        threshold = np.quantile(non_birds[fold == f], NON_BIRDS_THROUGH)
+        kept.append(float((birds < threshold).mean()))
+        through.append(float((non_birds[fold != f] < threshold).mean()))
+    return {
+        "auroc": auroc(-birds, -non_birds),
+        "non_birds_as_bird_at_98_of_birds": float((non_birds < np.quantile(birds, BIRDS_KEPT)).mean()),
+        "keep_98_of_training_birds": {
+            "birds_kept": float((birds < on_train).mean()),
+            "caltech_birds_kept": float((no_bird["caltech_birds"] < on_train).mean()),
+            "non_birds_answered_as_bird": float((non_birds < on_train).mean()),
+        },
+        "one_percent_of_held_out_non_birds": {"birds_kept": kept, "non_birds_answered_as_bird": through},
+    }
+
+
 def risk_coverage(probabilities: torch.Tensor, labels: torch.Tensor) -> list[dict]:
     """For each species confidence threshold: the share answered at species level and the error among them."""
     confidence, predicted = probabilities.max(1)
@@ -114,6 +207,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default="bench/studies/birdid", help="folder for birdid.json and birdid.md")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cache", default="runs/birdid/outputs.pt", help="features and logits, reused when present")
+    p.add_argument(
+        "--imagenet",
+        action="append",
+        default=[],
+        help="an ImageNet classifier file: gate candidates from its bird classes",
+    )
     args = p.parse_args(argv)
     torch.manual_seed(SEED)
     model, card = load_pretrained(args.weights)
@@ -146,6 +245,15 @@ def main(argv: list[str] | None = None) -> dict:
     # The gate, chosen on the training photos: keep BIRDS_KEPT of them.
     threshold = float(np.quantile(background["cub_train"], BIRDS_KEPT))
     gate = gate_report(background, threshold, caltech_classes)
+    candidates = {"the bird file's background output": gate_candidate(background, caltech_classes)}
+    second_latency = {}
+    for file in args.imagenet:
+        imagenet = imagenet_no_bird(file, args.data_root, caltech, cache, workers=args.workers)
+        name = Path(file).name
+        candidates[f"{name}: ImageNet's bird classes"] = gate_candidate(imagenet, caltech_classes)
+        both = {k: log_odds(imagenet[k]) + log_odds(background[k]) for k in background}
+        candidates[f"both, log-odds added ({name} beside the bird file)"] = gate_candidate(both, caltech_classes)
+        second_latency[name] = second_network_latency(model, file, card.inference.resolution)
     # The recommended model's own outputs as the other candidate score: its top probability.
     train_x, test_x = outputs["cub_train"][0], outputs["cub_test"][0]
     train_y, test_y = torch.tensor(train.targets), torch.tensor(test.targets)
@@ -192,6 +300,8 @@ def main(argv: list[str] | None = None) -> dict:
         "images": {k: int(len(v[0])) for k, v in outputs.items()},
         "gate_background_output": gate,
         "gate_top_probability": own,
+        "gate_candidates": candidates,
+        "second_network_latency": second_latency,
         "probe_l2": l2,
         "probe_test_top1": float((test_probabilities.argmax(1) == test_y).double().mean()),
         "fallback_threshold": chosen,
@@ -229,6 +339,28 @@ def report(r: dict) -> str:
         f"{g['non_birds_answered_as_bird']:.2%} of {g['non_birds']} |",
         f"| the probe's top probability, >= {own['threshold']:.4f} | {own['auroc']:.4f} | {own['birds_kept']:.2%} | "
         f"{own['non_birds_answered_as_bird']:.2%} |",
+        "",
+        "Gate candidates (figures on the test birds: CUB test and Caltech birds; a threshold from held-out non-bird "
+        "classes is reported on the other fold, as fold 0 / fold 1):",
+        "",
+        "| score | AUROC | non-birds as a bird at 98% of birds kept | keep 98% of training birds: birds kept "
+        "(Caltech birds), non-birds as a bird | 1% of held-out non-birds: birds kept, non-birds as a bird |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {name} | {c['auroc']:.4f} | {c['non_birds_as_bird_at_98_of_birds']:.2%} | "
+            f"{c['keep_98_of_training_birds']['birds_kept']:.2%} ({c['keep_98_of_training_birds']['caltech_birds_kept']:.2%}), "
+            f"{c['keep_98_of_training_birds']['non_birds_answered_as_bird']:.2%} | "
+            + " / ".join(f"{k:.2%}" for k in c["one_percent_of_held_out_non_birds"]["birds_kept"])
+            + ", "
+            + " / ".join(f"{t:.2%}" for t in c["one_percent_of_held_out_non_birds"]["non_birds_answered_as_bird"])
+            + " |"
+            for name, c in r.get("gate_candidates", {}).items()
+        ),
+        *(
+            f"\nThe cost of {name} beside the bird file at batch 1 (interleaved, 15 rounds): {lat['plain_ms']:.1f} ms "
+            f"alone, {lat['with_second_network_ms']:.1f} ms with it: {lat['ratio']:.2f}x."
+            for name, lat in r.get("second_network_latency", {}).items()
+        ),
         "",
         f"On the ROC curve (a point, not a chosen threshold): at 98% of all bird photos kept, "
         f"{g['non_birds_as_bird_at_98_of_birds']:.2%} of non-birds are answered as a bird; at 98% of CUB's test "

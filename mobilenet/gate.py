@@ -17,6 +17,10 @@ from mobilenet.common import MobileNetBase
 
 GATE_KEY = "gate"  # in a checkpoint: {"weight": (G, F), "bias": (G,), "no_bird": index of the no-bird output}
 GATE_KEPT = 0.98  # the operating point: the share of bird photos (not test photos) the gate keeps
+# ImageNet-1k's bird classes (0-based, in the standard 1,000-class order): the classes under WordNet's "bird"
+# synset n01503061, from "cock" (7) to "great grey owl" (24), "black grouse" (80) to "black swan" (100) and
+# "white stork" (127) to "albatross" (146).
+IMAGENET_BIRDS = (*range(7, 25), *range(80, 101), *range(127, 147))
 
 
 class Gated(nn.Module):

@@ -1,6 +1,6 @@
 """Execute the teaching notebooks headless from a clean kernel and save them with their outputs.
 
-    python -m notebooks.run                  # all five, small runs, into runs/notebooks/ (`make notebooks`)
+    python -m notebooks.run                  # all six, small runs, into runs/notebooks/ (`make notebooks`)
     python -m notebooks.run 03_mobilenet_v2   # some of them
     NOTEBOOKS_FULL=1 python -m notebooks.run --in-place   # refresh the committed full-size outputs
                                                           # (`make notebooks-full`)
