@@ -11,7 +11,7 @@ from data.species_map import MAP_FILE
 from data.taxonomy import TAXONOMY_FILE, Taxon, cub_taxa, inat_families, inat_taxon, taxa_of
 from deploy.answer import Answer, answer, answer_levels, choose_threshold, group_levels
 from evaluation.metrics import auroc, lookalikes
-from tests.conftest import requires_deploy
+from tests.conftest import WEIGHTS, requires_deploy, requires_weights
 
 
 def test_the_cub_taxonomy_covers_every_class_and_nests():
@@ -99,6 +99,47 @@ def test_auroc_is_the_share_of_positive_negative_pairs_ranked_right():
     pairs = [(p > n) + 0.5 * (p == n) for p in positive for n in negative]
     assert auroc(positive, negative) == pytest.approx(np.mean(pairs))
     assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+
+
+def test_a_gate_candidate_s_operating_points_are_the_hand_computed_ones():
+    from bench.birdid import gate_candidate
+
+    no_bird = {  # the score: higher, less likely a bird
+        "cub_train": np.linspace(0, 0.5, 101),  # its 98% quantile: 0.49
+        "cub_test": np.array([0.2, 0.6]),
+        "caltech_birds": np.array([0.3, 0.95]),
+        "caltech_non_birds": np.array([0.7, 0.8, 0.4, 0.9, 0.96, 0.97, 0.98, 0.99]),
+    }
+    classes = ["a", "a", "b", "b", "c", "c", "d", "d"]  # folds by sorted name: a, c -> 0; b, d -> 1
+    got = gate_candidate(no_bird, classes)
+    # Birds 0.2, 0.3 score below 0.49; of the non-birds only 0.4.
+    assert got["keep_98_of_training_birds"] == {
+        "birds_kept": 0.5,
+        "caltech_birds_kept": 0.5,
+        "non_birds_answered_as_bird": 1 / 8,
+    }
+    # Fold 0's (0.7, 0.8, 0.96, 0.97) 1% quantile is 0.703: three of four birds below it, and of fold 1's
+    # non-birds only 0.4; fold 1's (0.4, 0.9, 0.98, 0.99) is 0.415: two birds, none of fold 0's non-birds.
+    assert got["one_percent_of_held_out_non_birds"] == {
+        "birds_kept": [0.75, 0.5],
+        "non_birds_answered_as_bird": [0.25, 0],
+    }
+    # 98% of the birds (0.2, 0.3, 0.6, 0.95) are below 0.929: 0.4, 0.7, 0.8 and 0.9 of the non-birds too.
+    assert got["non_birds_as_bird_at_98_of_birds"] == 0.5
+    assert got["auroc"] == pytest.approx(27 / 32)  # bird-non-bird pairs ordered right: 8 + 8 + 7 + 4
+
+
+@requires_weights
+def test_imagenet_s_bird_classes_are_the_three_runs_of_birds_in_google_s_label_file():
+    from mobilenet.gate import IMAGENET_BIRDS
+
+    labels = (WEIGHTS / "imagenet_labels.txt").read_text().splitlines()[1:]  # its first line is "background"
+    names = [labels[i].split(",")[0] for i in IMAGENET_BIRDS]
+    assert len(names) == 59 and names[:3] == ["cock", "hen", "ostrich"] and names[-1] == "albatross"
+    assert {"goldfinch", "bald eagle", "hummingbird", "flamingo", "king penguin"} <= set(names)
+    # the classes either side of each run are not birds: a ray, a salamander, a centipede, an elephant, ...
+    beside = [labels[i].split(",")[0] for i in (6, 25, 79, 101, 126, 147)]
+    assert beside == ["stingray", "European fire salamander", "centipede", "tusker", "isopod", "grey whale"]
 
 
 def with_gate(checkpoint, tmp_path, threshold: float):
