@@ -237,6 +237,34 @@ def report(out: Path) -> str:
     return markdown_table(header, "llrrrrrrr", cells)
 
 
+def int8_report(out: Path) -> str:
+    """The finished int8 rows as a markdown table: fp32 and int8 top-1 of one plain pass on the same test images,
+    file size, and latency at batch 1 and 32 (fp32: the eager fast path; int8: compiled)."""
+    header = ["row", "model", "fp32 top-1", "int8 top-1", "change", "size fp32 / int8", "batch 1 fp32 / int8"]
+    header.append("batch 32 fp32 / int8")
+    cells = []
+    for row in ROWS:
+        path = out / f"{row.name}.json"
+        if row.module != "quantize" or not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        fp32 = next(r for r in result["rows"] if r["model"].startswith("fp32 eager"))
+        int8 = next(r for r in result["rows"] if r["model"].startswith("int8"))
+        cells.append(
+            [
+                f"`{row.name}`",
+                row.what,
+                f"{fp32['top1']:.2%}",
+                f"{int8['top1']:.2%}",
+                f"{100 * (int8['top1'] - fp32['top1']):+.2f} points",
+                f"{fp32['size_mb']:.1f} / {int8['size_mb']:.1f} MB",
+                f"{fp32['latency_ms_batch1']:.1f} / {int8['latency_ms_batch1']:.1f} ms",
+                f"{fp32['latency_ms_batch32']:.0f} / {int8['latency_ms_batch32']:.0f} ms",
+            ]
+        )
+    return markdown_table(header, "llrrrrrr", cells)
+
+
 def _peak_rss_mb() -> float:
     """This process's peak resident memory (VmHWM), in MB."""
     with open("/proc/self/status") as f:
@@ -260,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"bench.cub200: error: no row {unknown[0]!r} (rows: {', '.join(names)})")
     if args.report:
         print(report(out))
+        print()
+        print(int8_report(out))
         return
     if args.row:
         row = ROWS[names.index(args.row)]
