@@ -17,12 +17,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cli
 from atomicfile import write_atomically
 from bench.harness import REPO, markdown_table, without_paths
 from cli import InputError
 from evaluation.metrics import paired_test
+
+if TYPE_CHECKING:  # torch loads in the rows' processes, not in the queue's
+    import torch
 
 OUT = REPO / "bench" / "studies" / "cub200"
 BIRD = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"
@@ -162,14 +166,25 @@ def chosen_flags(out: Path) -> str | None:
     return " ".join(["--val-fraction", "0", *kept])
 
 
-def run_row(row: Row, data_root: Path, weights: Path, run: Path, out: Path) -> None:
-    """Train (or resume) `row` in this process and write its result file."""
+def split_predictions(checkpoint: Path, split: str) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """A checkpoint's logits and labels on its run's `split` ("val" or "test"), under its card's inference."""
     import torch
 
-    import train
     from evaluate import predict
     from mobilenet import load_checkpoint
     from training.config import RunConfig
+
+    model, card, info = load_checkpoint(checkpoint)
+    dataset = RunConfig.of_checkpoint(info).dataset(split, card.transform(normalize=False))
+    with torch.no_grad():
+        return predict(
+            card.inference.wrap(model.eval()), dataset, card.normalize(), torch.device("cpu"), batch_size=64, workers=2
+        )
+
+
+def run_row(row: Row, data_root: Path, weights: Path, run: Path, out: Path) -> None:
+    """Train (or resume) `row` in this process and write its result file."""
+    import train
 
     args = row_command(row, data_root, weights, run, out)
     resumed = (run / "last.pt").is_file()
@@ -188,12 +203,7 @@ def run_row(row: Row, data_root: Path, weights: Path, run: Path, out: Path) -> N
         resumed=resumed,
     )
     if row.paired:  # the final model's right and wrong answers on the test split, in its order
-        model, card, info = load_checkpoint(run / "last.pt")
-        dataset = RunConfig.of_checkpoint(info).dataset("test", card.transform(normalize=False))
-        device = torch.device("cpu")
-        logits, labels = predict(
-            card.inference.wrap(model), dataset, card.normalize(), device, batch_size=64, workers=2
-        )
+        logits, labels = split_predictions(run / "last.pt", "test")
         right = (logits.argmax(1) == labels).tolist()
         result["test_right"] = "".join("1" if r else "0" for r in right)
     folders = {"CUB200": data_root, "WEIGHTS": weights, "RUN": run}
