@@ -13,9 +13,9 @@ Then the test split (5,794), Caltech's 298 bird photos and its non-bird photos (
 them, with the probe refitted on all 5,994 training photos, as `python train.py --probe-head --epochs 0` does.
 Writes `OUT/birdid.json` and `OUT/birdid.md`.
 
-`--imagenet FILE` (an ImageNet classifier, e.g. Google's V1 0.5/160; repeatable) adds gate candidates that a
-second network would give, and its latency beside the bird file: its summed probability of ImageNet's bird classes, alone and added to the bird file's (as log-odds),
-each at two operating points: 98% of the CUB training photos kept, and 1% of held-out non-bird classes let
+`--imagenet FILE` (an ImageNet classifier, e.g. Google's V1 0.5/160; repeatable) adds the gate candidates a
+second network would give, and its latency beside the bird file: its summed probability of ImageNet's bird
+classes, alone and added to the bird file's (as log-odds), each at two operating points: 98% of the CUB training photos kept, and 1% of held-out non-bird classes let
 through (two folds of Caltech's non-bird classes: each fold's threshold is reported on the other fold).
 """
 
@@ -23,6 +23,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -61,6 +62,16 @@ class Photos(torch.utils.data.Dataset):
         return self.transform(pil_to_tensor(load_rgb(self.paths[i]))), i
 
 
+def photo_sets(data_root: str, caltech: Path, view) -> dict[str, torch.utils.data.Dataset]:
+    """The four photo sets every score is computed on, in this order, under `view`."""
+    return {
+        "cub_train": CUB200(data_root, "train", view),
+        "cub_test": CUB200(data_root, "test", view),
+        "caltech_birds": Photos(find_images([caltech / "birds"])[0], view),
+        "caltech_non_birds": Photos(find_images([caltech / "non-birds"])[0], view),
+    }
+
+
 @torch.no_grad()
 def features_and_logits(model, dataset, *, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features (N, 1280) and the bird file's logits (N, 965) of every image."""
@@ -75,7 +86,7 @@ def features_and_logits(model, dataset, *, workers: int) -> tuple[torch.Tensor, 
 
 def imagenet_no_bird(file: str, data_root: str, caltech: Path, cache: Path, *, workers: int) -> dict[str, np.ndarray]:
     """1 - the summed probability of ImageNet's bird classes (`IMAGENET_BIRDS`) under an ImageNet classifier, for
-    the four photo sets in `main`'s order, each photo under the classifier's own test view; its logits are kept
+    the four `photo_sets`, each photo under the classifier's own test view; its logits are kept
     beside `cache`."""
     kept = cache.with_name(f"imagenet_{Path(file).name}.pt")
     if kept.is_file():
@@ -85,13 +96,7 @@ def imagenet_no_bird(file: str, data_root: str, caltech: Path, cache: Path, *, w
         if len(card.class_names) != 1000:
             raise InputError(f"--imagenet {file}: not an ImageNet-1k classifier ({len(card.class_names)} outputs)")
         model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        view = card.transform()
-        sets = {
-            "cub_train": CUB200(data_root, "train", view),
-            "cub_test": CUB200(data_root, "test", view),
-            "caltech_birds": Photos(find_images([caltech / "birds"])[0], view),
-            "caltech_non_birds": Photos(find_images([caltech / "non-birds"])[0], view),
-        }
+        sets = photo_sets(data_root, caltech, card.transform())
         with torch.no_grad():
             logits = {
                 name: torch.cat(
@@ -219,25 +224,19 @@ def main(argv: list[str] | None = None) -> dict:
     model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     view = card.transform()
     started = time.perf_counter()
-    train = CUB200(args.data_root, "train", view)
-    test = CUB200(args.data_root, "test", view)
+    caltech = Path(args.caltech)
+    sets = photo_sets(args.data_root, caltech, view)
+    train, test = cast(CUB200, sets["cub_train"]), cast(CUB200, sets["cub_test"])
     held = CUB200(args.data_root, "val", None, val_fraction=VAL_FRACTION, val_seed=SEED)
     held_paths = {s.path for s in held.samples}
-    caltech = Path(args.caltech)
-    bird_paths, _ = find_images([caltech / "birds"])
-    other_paths, _ = find_images([caltech / "non-birds"])
+    other_paths = cast(Photos, sets["caltech_non_birds"]).paths
     caltech_classes = [path.relative_to(caltech / "non-birds").parts[0] for path in other_paths]
     cache = Path(args.cache)
     cached = cache.is_file()
     if cached:  # the one slow part, kept between runs (git-ignored)
         outputs = torch.load(cache, weights_only=True)
     else:
-        outputs = {
-            "cub_train": features_and_logits(model, train, workers=args.workers),
-            "cub_test": features_and_logits(model, test, workers=args.workers),
-            "caltech_birds": features_and_logits(model, Photos(bird_paths, view), workers=args.workers),
-            "caltech_non_birds": features_and_logits(model, Photos(other_paths, view), workers=args.workers),
-        }
+        outputs = {name: features_and_logits(model, photos, workers=args.workers) for name, photos in sets.items()}
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(cache, lambda f: torch.save(outputs, f))
     seconds = time.perf_counter() - started
